@@ -1,0 +1,484 @@
+"""The E-step kernel: posteriors of one chunk of particles and their additive sufficient statistics.
+
+Computation (see ``docs/engine.md``):
+
+1. References are rotated into every orientation once per iteration (:class:`ReferenceBank`), not
+   once per particle.
+2. Pass 1 correlates each particle with every rotated reference over all circular translations with
+   one batched inverse real FFT per orientation batch, and summarises every correlation map by its
+   log-mass, peak, mean residual and mean squared shift. A log-sum-exp over those summaries gives each
+   particle's exact normaliser; no weight underflows.
+3. Pass 2 revisits only the (orientation, class) pairs whose peak is within ``significance`` of the
+   particle's exact maximum, forms the weighted, shifted particle sums in Fourier space, adds them per
+   (orientation, class, missing region, half set), and rotates each sum into the reference frame once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import scipy.fft as sfft
+from numpy.typing import NDArray
+from scipy.special import logsumexp
+
+from .fourier import AXES3, half_grid_weights, parseval_norms
+from .geometry import flatten_outside_sphere, rotation_stencil
+from .missing import MissingRegion, region_masks
+
+__all__ = [
+    "EStepModel",
+    "ParticleChunk",
+    "ParticleResults",
+    "ReferenceBank",
+    "SufficientStats",
+    "estep_chunk",
+    "translation_log_prior",
+]
+
+_LOG_2PI = float(np.log(2.0 * np.pi))
+#: Correlation maps (particle, orientation, class) handled together in one batched FFT.
+MAPS_PER_BATCH = 192
+#: Orientations rotated and transformed together when the reference bank is built.
+_BANK_BATCH = 32
+
+
+@dataclass(frozen=True)
+class ReferenceBank:
+    """References rotated into each orientation of the grid, as half-grid spectra.
+
+    ``conjugate_spectra[a, k]`` is the complex conjugate of the spectrum of ``c_ka Rot[A_a^T] A_k``
+    (fill: the reference's corner voxel), where ``c_ka`` keeps the power of each class equal to its
+    power in orientation 0.
+    ``norms[a, k, m]`` is its squared real-space norm inside missing region ``m`` (Parseval).
+
+    Parameters
+    ----------
+    references : (K, N, N, N) ndarray of float
+    matrices : (n_ang, 3, 3) ndarray
+        The orientations ``A_a`` (particle -> reference).
+    region_masks : (R, N, N, N//2+1) ndarray of bool
+        Observed components of each missing region in the particle's own frame.
+    """
+
+    references: NDArray[np.float64]
+    matrices: NDArray[np.float64]
+    region_masks: NDArray[np.bool_]
+    conjugate_spectra: NDArray[np.complex64] = field(init=False, repr=False)
+    norms: NDArray[np.float64] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        size = self.references.shape[-1]
+        references = self.references.astype(np.float32)
+        corners = references[:, 0, 0, 0]
+        base_power = _power(rotation_stencil(self.matrices[0].T, size).apply(references, corners))
+        spectra = np.empty(
+            (len(self.matrices), len(references), *self.region_masks.shape[1:]), dtype=np.complex64
+        )
+        for start in range(0, len(self.matrices), _BANK_BATCH):
+            matrices = self.matrices[start : start + _BANK_BATCH]
+            rotated = np.stack(
+                [rotation_stencil(matrix.T, size).apply(references, corners) for matrix in matrices]
+            )
+            power = _power(rotated)
+            scale = np.sqrt(np.divide(base_power, power, out=np.ones_like(power), where=power > 0))
+            rotated *= scale[..., None, None, None].astype(np.float32)
+            spectra[start : start + len(matrices)] = sfft.rfftn(rotated, axes=AXES3).conj()
+        object.__setattr__(self, "conjugate_spectra", spectra)
+        object.__setattr__(self, "norms", _masked_norms(spectra, self.region_masks, size))
+
+    @property
+    def size(self) -> int:
+        """Box size ``N``."""
+        return int(self.references.shape[-1])
+
+    def __len__(self) -> int:
+        return len(self.matrices)
+
+
+def _power(volumes: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Real-space sum of squares of ``(..., N, N, N)`` volumes."""
+    return np.sum(np.square(volumes, dtype=np.float64), axis=(-3, -2, -1))
+
+
+def _masked_norms(spectra: NDArray, masks: NDArray[np.bool_], size: int) -> NDArray[np.float64]:
+    """``norms[a, k, m] = sum_r (F^-1[M_m F_ak])**2`` by Parseval on the half grid."""
+    weighted = (masks * half_grid_weights(size)).reshape(len(masks), -1) / size**3
+    power = spectra.real.astype(np.float64) ** 2 + spectra.imag.astype(np.float64) ** 2
+    return (power.reshape(-1, weighted.shape[1]) @ weighted.T).reshape(*spectra.shape[:2], -1)
+
+
+@dataclass(frozen=True)
+class EStepModel:
+    """Model parameters the E-step needs, fixed for one iteration.
+
+    Attributes
+    ----------
+    log_fractions : (K,) ndarray
+        ``log alpha_k`` (``-inf`` for empty classes).
+    sigma_noise : float
+        White-noise standard deviation per voxel (real-space units).
+    log_prior : (N, N, N) ndarray of float32
+        ``log P(t)`` of the circular translation at each index of a correlation map (``-inf`` where
+        excluded).
+    shift_sq : (N, N, N) ndarray of float32
+        ``|t|**2`` at each index.
+    regions : tuple of MissingRegion
+        The missing regions; empty if the data have none.
+    within_resolution : (N, N, N//2+1) ndarray of bool
+        Components used at all: within ``--maxres``, DC excluded.
+    significance : float
+        Relative weight below which an (orientation, class) pair is skipped in the backward pass.
+    """
+
+    log_fractions: NDArray[np.float64]
+    sigma_noise: float
+    log_prior: NDArray[np.float32]
+    shift_sq: NDArray[np.float32]
+    regions: tuple[MissingRegion, ...]
+    within_resolution: NDArray[np.bool_]
+    significance: float = 1e-8
+
+    @cached_property
+    def region_masks(self) -> NDArray[np.bool_]:
+        """Observed components of each region in the particle's own frame, ``(R, N, N, N//2+1)``."""
+        return self.rotated_masks(np.eye(3))
+
+    def rotated_masks(self, matrix: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Observed components of each region after rotating the particle by ``matrix``."""
+        size = self.within_resolution.shape[0]
+        return region_masks(self.regions, size, self.within_resolution, matrix[None])[0]
+
+    @cached_property
+    def observed_counts(self) -> NDArray[np.float64]:
+        """Number of observed components of each region on the full grid, ``(R,)``."""
+        size = self.region_masks.shape[1]
+        return np.einsum("mzyx,x->m", self.region_masks.astype(np.float64), half_grid_weights(size))
+
+
+@dataclass(frozen=True)
+class ParticleChunk:
+    """Prepared particles: observed half-grid spectra and bookkeeping.
+
+    Attributes
+    ----------
+    indices : (n,) ndarray of int
+        Positions of the particles in the data set.
+    spectra : (n, N, N, N//2+1) ndarray of complex64
+        ``rfftn`` of each particle times its missing-region mask.
+    regions : (n,) ndarray of int
+        0-based missing-region index of each particle.
+    halves : (n,) ndarray of int
+        Random half-set (0 or 1) of each particle for this iteration.
+    """
+
+    indices: NDArray[np.intp]
+    spectra: NDArray[np.complex64]
+    regions: NDArray[np.intp]
+    halves: NDArray[np.intp]
+
+    @cached_property
+    def power(self) -> NDArray[np.float64]:
+        """``xi_i``: squared real-space norm of each observed particle, ``(n,)``."""
+        return parseval_norms(self.spectra, self.spectra.shape[-2])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass(frozen=True)
+class ParticleResults:
+    """Per-particle outcome of an E-step (rows in the order of ``indices``)."""
+
+    indices: NDArray[np.intp]
+    classes: NDArray[np.intp]
+    orientations: NDArray[np.intp]
+    shifts_px: NDArray[np.float64]  # (n, 3) x, y, z in internal pixels: particle(q) = ref(A(q + s))
+    pmax: NDArray[np.float64]
+    log_likelihood: NDArray[np.float64]
+
+    @classmethod
+    def concatenate(cls, parts: list[ParticleResults]) -> ParticleResults:
+        """Rows of several results, sorted by particle index."""
+        merged = {
+            name: np.concatenate([getattr(p, name) for p in parts])
+            for name in (
+                "indices",
+                "classes",
+                "orientations",
+                "shifts_px",
+                "pmax",
+                "log_likelihood",
+            )
+        }
+        order = np.argsort(merged["indices"], kind="stable")
+        return cls(**{name: values[order] for name, values in merged.items()})
+
+
+@dataclass(frozen=True)
+class SufficientStats:
+    """Additive statistics of an E-step; chunks combine with ``+``.
+
+    Attributes
+    ----------
+    sums : (2, K, N, N, N//2+1) ndarray of complex128
+        Per half set and class, the spectrum of the weighted sum of aligned particles (reference frame).
+    coverage : (2, K, N, N, N//2+1) ndarray of float64
+        Per half set and class, the weighted sum of rotated observed-region masks.
+    class_weights : (K,) ndarray of float64
+        Posterior mass of each class (significant pairs).
+    noise_sum, offset_sum, pmax_sum, log_likelihood : float
+        ``sum_i 2 E[d]``, ``sum_i E[|t|**2]``, ``sum_i Pmax_i`` and ``sum_i LL_i``.
+    particles : ParticleResults
+    """
+
+    sums: NDArray[np.complex128]
+    coverage: NDArray[np.float64]
+    class_weights: NDArray[np.float64]
+    noise_sum: float
+    offset_sum: float
+    pmax_sum: float
+    log_likelihood: float
+    particles: ParticleResults
+
+    def __add__(self, other: SufficientStats) -> SufficientStats:
+        return SufficientStats(
+            sums=self.sums + other.sums,
+            coverage=self.coverage + other.coverage,
+            class_weights=self.class_weights + other.class_weights,
+            noise_sum=self.noise_sum + other.noise_sum,
+            offset_sum=self.offset_sum + other.offset_sum,
+            pmax_sum=self.pmax_sum + other.pmax_sum,
+            log_likelihood=self.log_likelihood + other.log_likelihood,
+            particles=ParticleResults.concatenate([self.particles, other.particles]),
+        )
+
+    @property
+    def n_particles(self) -> int:
+        """Number of particles summed."""
+        return len(self.particles.indices)
+
+
+def translation_log_prior(
+    size: int, sigma_px: float, limit_px: float = -1.0
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Log of the Gaussian translation prior at each index of a circular correlation map.
+
+    Parameters
+    ----------
+    size : int
+        Box size ``N``; index ``j`` of an axis is the translation ``((j + N//2) mod N) - N//2``.
+    sigma_px : float
+        Standard deviation of the isotropic 3D Gaussian prior (internal pixels); ``<= 1e-6`` means
+        no translation.
+    limit_px : float
+        If ``>= 0``, translations longer than this are excluded and the prior is renormalised.
+
+    Returns
+    -------
+    log_prior, shift_sq : (N, N, N) ndarray of float32
+        ``log P(t)`` (``-inf`` where excluded) and ``|t|**2``.
+    """
+    axis = (np.arange(size) + size // 2) % size - size // 2
+    tz, ty, tx = np.meshgrid(axis, axis, axis, indexing="ij")
+    shift_sq = (tx**2 + ty**2 + tz**2).astype(np.float64)
+    if sigma_px <= 1e-6:
+        log_prior = np.where(shift_sq == 0, 0.0, -np.inf)
+        return log_prior.astype(np.float32), shift_sq.astype(np.float32)
+    width = min(size, 2 * int(np.ceil(6 * sigma_px)) + 1)
+    low, high = -(width // 2), width - 1 - width // 2
+    inside = np.all([(t >= low) & (t <= high) for t in (tx, ty, tz)], axis=0)
+    log_prior = -1.5 * np.log(2 * np.pi * sigma_px**2) - shift_sq / (2 * sigma_px**2)
+    if limit_px >= 0:
+        inside &= shift_sq <= limit_px**2
+        log_prior -= logsumexp(log_prior[inside])
+    log_prior = np.where(inside, log_prior, -np.inf)
+    return log_prior.astype(np.float32), shift_sq.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _MapSummaries:
+    """Per (particle, orientation, class) summaries of pass 1, shape ``(n, n_ang, K)`` each."""
+
+    log_mass: NDArray[np.float64]
+    peak: NDArray[np.float64]
+    mean_residual: NDArray[np.float64]
+    mean_shift_sq: NDArray[np.float64]
+    best_shift: NDArray[np.intp]
+
+
+def estep_chunk(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel) -> SufficientStats:
+    """Expectation step for one chunk of particles against all orientations and classes.
+
+    Parameters
+    ----------
+    chunk : ParticleChunk
+    bank : ReferenceBank
+        Rotated references of this iteration.
+    model : EStepModel
+
+    Returns
+    -------
+    SufficientStats
+        Statistics that add over chunks; identical (to rounding) for any chunking.
+    """
+    summaries = _summarise_maps(chunk, bank, model)
+    log_norm = logsumexp(summaries.log_mass, axis=(1, 2))
+    posterior = np.exp(summaries.log_mass - log_norm[:, None, None])
+    peak_max = summaries.peak.max(axis=(1, 2))
+    significant = summaries.peak >= peak_max[:, None, None] + np.log(model.significance)
+    sums, coverage, class_weights = _backward(chunk, bank, model, significant, log_norm)
+    results = _particle_results(chunk, model, summaries, log_norm, peak_max, bank.size)
+    return SufficientStats(
+        sums=sums,
+        coverage=coverage,
+        class_weights=class_weights,
+        noise_sum=float(2.0 * np.sum(posterior * summaries.mean_residual)),
+        offset_sum=float(np.sum(posterior * summaries.mean_shift_sq)),
+        pmax_sum=float(results.pmax.sum()),
+        log_likelihood=float(results.log_likelihood.sum()),
+        particles=results,
+    )
+
+
+def _orientation_batches(n_particles: int, n_orientations: int, n_classes: int) -> list[slice]:
+    step = max(1, MAPS_PER_BATCH // max(1, n_particles * n_classes))
+    return [slice(a, min(a + step, n_orientations)) for a in range(0, n_orientations, step)]
+
+
+def _correlations(
+    spectra: NDArray[np.complex64], conjugate_references: NDArray[np.complex64], size: int
+) -> NDArray[np.float32]:
+    """``CC[i, a, k](t) = sum_r x_i(r + t) b_ak(r)`` for all circular t: ``(n, b, K, N, N, N)``."""
+    product = spectra[:, None, None] * conjugate_references[None]
+    return sfft.irfftn(product, s=(size,) * 3, axes=AXES3, overwrite_x=True)
+
+
+def _half_power_sum(chunk: ParticleChunk, bank: ReferenceBank, batch: slice) -> NDArray[np.float64]:
+    """``(a2_akm + xi_i) / 2``: the residual of a zero correlation, shape ``(n, b, K)``."""
+    norms = bank.norms[batch][:, :, chunk.regions]  # (b, K, n)
+    return 0.5 * (np.moveaxis(norms, 2, 0) + chunk.power[:, None, None])
+
+
+def _log_weight_constant(
+    half_sum: NDArray[np.float64], bank: ReferenceBank, model: EStepModel
+) -> NDArray[np.float64]:
+    """``log alpha_k - log n_ang - (a2 + xi) / (2 sigma**2)``: the log weight without the correlation."""
+    return model.log_fractions - np.log(len(bank)) - half_sum / model.sigma_noise**2
+
+
+def _summarise_maps(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel) -> _MapSummaries:
+    """Pass 1: log-mass, peak, mean residual and mean |t|^2 of every correlation map."""
+    shape = (len(chunk), len(bank), bank.references.shape[0])
+    out = {name: np.empty(shape) for name in ("log_mass", "peak", "mean_residual", "mean_shift_sq")}
+    best_shift = np.empty(shape, dtype=np.intp)
+    inv_var = np.float32(1.0 / model.sigma_noise**2)
+    log_prior = model.log_prior.ravel()
+    shift_sq = model.shift_sq.ravel()
+    for batch in _orientation_batches(*shape):
+        maps = _correlations(chunk.spectra, bank.conjugate_spectra[batch], bank.size)
+        maps = maps.reshape(*maps.shape[:3], -1)
+        weights = maps * inv_var
+        weights += log_prior
+        top = weights.max(axis=-1)
+        best_shift[:, batch] = weights.argmax(axis=-1)
+        weights -= top[..., None]
+        np.exp(weights, out=weights)
+        mass = weights.sum(axis=-1).astype(np.float64)
+        half_sum = _half_power_sum(chunk, bank, batch)
+        constant = _log_weight_constant(half_sum, bank, model)
+        out["log_mass"][:, batch] = constant + top + np.log(mass)
+        out["peak"][:, batch] = constant + top
+        mean_correlation = np.einsum("...t,...t->...", weights, maps) / mass
+        out["mean_residual"][:, batch] = half_sum - mean_correlation
+        out["mean_shift_sq"][:, batch] = (weights @ shift_sq) / mass
+    return _MapSummaries(**out, best_shift=best_shift)
+
+
+def _particle_results(
+    chunk: ParticleChunk,
+    model: EStepModel,
+    summaries: _MapSummaries,
+    log_norm: NDArray[np.float64],
+    peak_max: NDArray[np.float64],
+    size: int,
+) -> ParticleResults:
+    n_classes = summaries.peak.shape[2]
+    flat_best = summaries.peak.reshape(len(chunk), -1).argmax(axis=1)
+    orientations, classes = np.divmod(flat_best, n_classes)
+    shift_index = summaries.best_shift[np.arange(len(chunk)), orientations, classes]
+    translation = (np.stack(np.unravel_index(shift_index, (size,) * 3), axis=1) + size // 2) % size
+    translation = translation - size // 2  # (z, y, x)
+    observed = model.observed_counts[chunk.regions]
+    log_likelihood = log_norm - observed * (0.5 * _LOG_2PI + np.log(model.sigma_noise))
+    return ParticleResults(
+        indices=chunk.indices,
+        classes=classes,
+        orientations=orientations,
+        shifts_px=-translation[:, ::-1].astype(np.float64),
+        pmax=np.exp(peak_max - log_norm),
+        log_likelihood=log_likelihood,
+    )
+
+
+def _backward(
+    chunk: ParticleChunk,
+    bank: ReferenceBank,
+    model: EStepModel,
+    significant: NDArray[np.bool_],
+    log_norm: NDArray[np.float64],
+) -> tuple[NDArray[np.complex128], NDArray[np.float64], NDArray[np.float64]]:
+    """Pass 2: weighted, shifted particle sums per group, rotated into the reference frame once."""
+    n_classes = bank.references.shape[0]
+    n_regions = len(model.region_masks)
+    half = bank.conjugate_spectra.shape[2:]
+    sums = np.zeros((2, n_classes, *half), dtype=np.complex128)
+    coverage = np.zeros((2, n_classes, *half))
+    class_weights = np.zeros(n_classes)
+    group = chunk.regions * 2 + chunk.halves  # (n,) -> (region, half) pair
+    one_hot = np.zeros((2 * n_regions, len(chunk)))
+    one_hot[group, np.arange(len(chunk))] = 1.0
+    inv_var = np.float32(1.0 / model.sigma_noise**2)
+    for a in np.nonzero(significant.any(axis=(0, 2)))[0]:
+        rows = np.nonzero(significant[:, a].any(axis=1))[0]
+        maps = _correlations(chunk.spectra[rows], bank.conjugate_spectra[a : a + 1], bank.size)[:, 0]
+        half_sum = _half_power_sum(chunk, bank, slice(a, a + 1))[rows, 0]
+        constant = _log_weight_constant(half_sum, bank, model)
+        offset = (constant - log_norm[rows, None]).astype(np.float32)
+        weights = np.exp(maps * inv_var + model.log_prior + offset[..., None, None, None])
+        weights *= significant[rows, a][..., None, None, None]
+        weight_spectra = sfft.rfftn(weights, axes=AXES3)
+        shifted = chunk.spectra[rows, None] * weight_spectra.conj()  # (r, K, half)
+        grouped = np.einsum("gr,rk...->gk...", one_hot[:, rows], shifted.astype(np.complex128))
+        masses = one_hot[:, rows] @ weights.sum(axis=(2, 3, 4), dtype=np.float64)  # (2R, K)
+        class_weights += masses.sum(axis=0)
+        masks = model.rotated_masks(bank.matrices[a])
+        _add_rotated(sums, coverage, grouped, masses, bank.matrices[a], masks)
+    return sums, coverage, class_weights
+
+
+def _add_rotated(
+    sums: NDArray[np.complex128],
+    coverage: NDArray[np.float64],
+    grouped: NDArray[np.complex128],
+    masses: NDArray[np.float64],
+    matrix: NDArray[np.float64],
+    rotated_masks: NDArray[np.bool_],
+) -> None:
+    """Rotate the (region, half) sums of one orientation into the reference frame and add them.
+
+    ``grouped`` is ``(2R, K, N, N, N//2+1)``, indexed by ``2 * region + half``; ``rotated_masks`` are the
+    regions' masks in the reference frame, ``(R, N, N, N//2+1)``.
+    """
+    size = rotated_masks.shape[1]
+    live = np.nonzero(masses.any(axis=1))[0]
+    volumes = sfft.irfftn(grouped[live], s=(size,) * 3, axes=AXES3)
+    volumes = flatten_outside_sphere(volumes)
+    volumes = rotation_stencil(matrix, size).apply(volumes, volumes[..., 0, 0, 0])
+    spectra = sfft.rfftn(volumes, axes=AXES3)
+    for slot, g in enumerate(live):
+        region, half = divmod(int(g), 2)
+        mask = rotated_masks[region]
+        sums[half] += spectra[slot] * mask
+        coverage[half] += masses[g][:, None, None, None] * mask

@@ -1,0 +1,175 @@
+"""The M-step: references (with imputation of missing data), noise, offsets, fractions, regularisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft as sfft
+from numpy.typing import NDArray
+
+from .estep import SufficientStats
+from .fourier import AXES3, fsc, half_grid_weights
+from .geometry import euler_to_matrix, flatten_outside_sphere, rotate_volumes
+
+__all__ = [
+    "class_fsc",
+    "impute_references",
+    "postprocess",
+    "regularise",
+    "signal_change",
+    "smooth_by_rotation",
+    "update_fractions",
+    "update_offset",
+    "update_sigma_noise",
+]
+
+
+def full_grid_sum(half_grid: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Sum of ``(..., N, N, N//2+1)`` half-grid values over the full grid (Hermitian multiplicity)."""
+    return np.einsum("...zyx,x->...", half_grid, half_grid_weights(half_grid.shape[-2]))
+
+
+def impute_references(
+    old_spectra: NDArray[np.complexfloating],
+    sums: NDArray[np.complex128],
+    coverage: NDArray[np.float64],
+    class_weights: NDArray[np.float64],
+    impute_iter: int = 1,
+) -> NDArray[np.complex128]:
+    """ML update of reference spectra, treating the unobserved components as hidden data.
+
+    ``A <- A (1 - W_k / n_k) + S_k / n_k``, repeated ``impute_iter`` times: observed components take
+    the weighted average of the aligned particles, missing ones keep the current reference.
+    A class with no weight keeps its reference.
+
+    Parameters
+    ----------
+    old_spectra : (K, N, N, N//2+1) complex ndarray
+        Current references.
+    sums : (K, N, N, N//2+1) complex ndarray
+        Weighted sums of aligned particles (both halves).
+    coverage : (K, N, N, N//2+1) ndarray
+        Weighted sums of the observed-region masks in the reference frame.
+    class_weights : (K,) ndarray
+        Posterior mass ``n_k`` of each class.
+    impute_iter : int
+
+    Returns
+    -------
+    (K, N, N, N//2+1) ndarray of complex128
+    """
+    spectra = np.array(old_spectra, dtype=np.complex128)
+    for k, weight in enumerate(class_weights):
+        if weight <= 0:
+            continue
+        for _ in range(impute_iter):
+            spectra[k] = spectra[k] * (1.0 - coverage[k] / weight) + sums[k] / weight
+    return spectra
+
+
+def update_fractions(class_weights: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Class fractions ``alpha_k = n_k / sum_j n_j``."""
+    return class_weights / class_weights.sum()
+
+
+def update_offset(stats: SufficientStats) -> float:
+    """Standard deviation of the isotropic 3D translation prior, ``sqrt(E|t|^2 / (3 n))``."""
+    return float(np.sqrt(stats.offset_sum / (3.0 * stats.n_particles)))
+
+
+def update_sigma_noise(
+    sigma: float,
+    stats: SufficientStats,
+    observed_per_particle: float,
+    impute_iter: int = 1,
+) -> float:
+    """White-noise standard deviation with the missing components imputed.
+
+    ``sigma^2 <- [sigma^2 (n F - W) + sum_i 2 E[d_i]] / (n F)`` where ``F`` is the number of components
+    within the resolution limit, ``n`` the number of particles and ``W`` the total observed coverage.
+
+    Parameters
+    ----------
+    sigma : float
+        Current value.
+    stats : SufficientStats
+    observed_per_particle : float
+        ``F``: components a fully observed particle would have (full grid).
+    impute_iter : int
+    """
+    total = stats.n_particles * observed_per_particle
+    covered = float(full_grid_sum(stats.coverage).sum())
+    variance = sigma**2
+    for _ in range(impute_iter):
+        variance = (variance * (total - covered) + stats.noise_sum) / total
+    return float(np.sqrt(variance))
+
+
+def postprocess(spectra: NDArray[np.complexfloating], soft_mask: NDArray[np.float64]) -> NDArray:
+    """Low-pass at ``--maxres`` (DC removed), back to real space, flatten outside the sphere.
+
+    Returns
+    -------
+    (K, N, N, N) ndarray of float64
+    """
+    size = spectra.shape[-2]
+    volumes = sfft.irfftn(spectra * soft_mask, s=(size,) * 3, axes=AXES3)
+    return flatten_outside_sphere(volumes)
+
+
+def smooth_by_rotation(volumes: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Rotate by ``E(32, 61, 53)`` and back: removes the highest frequencies that would make rotated
+    norms depend on the orientation. ``(K, N, N, N)`` in and out."""
+    matrix = euler_to_matrix(32.0, 61.0, 53.0)
+    there = rotate_volumes(np.asarray(volumes, dtype=np.float64), matrix)
+    return rotate_volumes(there, matrix.T)
+
+
+def regularise(
+    spectra: NDArray[np.complex128], fractions: NDArray[np.float64], n_images: int, strength: float
+) -> tuple[NDArray[np.complex128], float]:
+    """Pull each reference towards the mean reference.
+
+    ``A_k <- (n_k A_k + mu sum_j A_j) / (n_k + K mu)`` with ``mu = strength n_images / K`` and
+    ``n_k = alpha_k n_images``.
+
+    Returns
+    -------
+    spectra : (K, N, N, N//2+1) ndarray of complex128
+    variance_increase : float
+        ``mu sum_jl ||A_j - A_l||^2 / (n_images V)``, to add to ``sigma^2``.
+    """
+    n_classes = len(spectra)
+    size = spectra.shape[-2]
+    mu = strength * n_images / n_classes
+    counts = fractions * n_images
+    total = spectra.sum(axis=0)
+    pulled = (counts[:, None, None, None] * spectra + mu * total) / (counts + n_classes * mu)[
+        :, None, None, None
+    ]
+    difference = spectra[:, None] - spectra[None, :]
+    power = full_grid_sum(np.abs(difference) ** 2).sum() / size**3  # sum_r over all pairs
+    return pulled, float(mu * power / (n_images * size**3))
+
+
+def class_fsc(stats: SufficientStats) -> NDArray[np.float64]:
+    """FSC of each class between the two random halves, cross-weighted by the other half's coverage.
+
+    Returns
+    -------
+    (K, N//2 + 1) ndarray of float64
+    """
+    size = stats.sums.shape[-2]
+    curves = []
+    for k in range(stats.sums.shape[1]):
+        first = stats.coverage[1, k] * stats.sums[0, k]
+        second = stats.coverage[0, k] * stats.sums[1, k]
+        curves.append(fsc(first, second, size))
+    return np.array(curves)
+
+
+def signal_change(old: NDArray[np.floating], new: NDArray[np.floating]) -> NDArray[np.float64]:
+    """Relative change ``mean((old - new)^2) / mean(old^2)`` of each ``(K, N, N, N)`` reference."""
+    axes = (-3, -2, -1)
+    power = np.mean(np.square(old, dtype=np.float64), axis=axes)
+    change = np.mean(np.square(old - new, dtype=np.float64), axis=axes)
+    return np.divide(change, power, out=np.full_like(change, np.inf), where=power > 0)

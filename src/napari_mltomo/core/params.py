@@ -1,0 +1,107 @@
+"""The validated set of refinement options shared by the command line and the napari widget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+__all__ = ["MLParams", "ParameterError"]
+
+
+class ParameterError(ValueError):
+    """An option value or combination of options is invalid; the message names the option."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLParams:
+    """Hyper-parameters of one ML alignment/classification run (pixels, degrees).
+
+    Names follow the command-line options (``--ang`` is ``ang_deg``); pixel quantities refer to the
+    input box unless said otherwise.
+    """
+
+    n_classes: int = 1
+    max_iter: int = 25
+    istart: int = 1
+    ang_deg: float = 10.0
+    psi_sampling_deg: float | None = None
+    tilt0_deg: float = 0.0
+    tiltf_deg: float = 180.0
+    small_angle: bool = True
+    perturb: bool = False
+    limit_trans_px: float = -1.0
+    dim: int | None = None
+    maxres: float = 0.5
+    reg0: float = 0.0
+    regf: float = 0.0
+    reg_steps: int = 5
+    impute_iter: int = 1
+    noimp_threshold: float = 1.0
+    noise_sigma: float = 1.0
+    offset_sigma_px: float = 3.0
+    fix_sigma_noise: bool = False
+    fix_sigma_offset: bool = False
+    fix_fractions: bool = False
+    fractions: tuple[float, ...] | None = None
+    keep_angles: bool = False
+    eps: float = 5e-5
+    pixel_size_A: float = 1.0
+    threads: int = 1
+    chunk_size: int = 32
+    seed: int = 0
+    significance: float = 1e-8
+
+    def __post_init__(self) -> None:
+        _require(self.n_classes >= 1, "--nref", f"must be at least 1, got {self.n_classes}")
+        _require(self.max_iter >= 0, "--iter", f"must be >= 0, got {self.max_iter}")
+        _require(self.istart >= 1, "--istart", f"must be >= 1, got {self.istart}")
+        _require(0.0 < self.ang_deg <= 42.0, "--ang", f"must be in (0, 42] degrees, got {self.ang_deg}")
+        if self.psi_sampling_deg is not None:
+            _require(
+                0.0 < self.psi_sampling_deg <= 360.0,
+                "--psi_sampling",
+                f"must be in (0, 360] degrees, got {self.psi_sampling_deg}",
+            )
+        _require(
+            0.0 <= self.tilt0_deg < self.tiltf_deg <= 180.0,
+            "--tilt0/--tiltF",
+            f"need 0 <= tilt0 < tiltF <= 180, got {self.tilt0_deg} and {self.tiltf_deg}",
+        )
+        _require(0.0 < self.maxres <= 0.5, "--maxres", f"must be in (0, 0.5] 1/pixel, got {self.maxres}")
+        if self.dim is not None:
+            _require(self.dim >= 8, "--dim", f"must be at least 8 voxels, got {self.dim}")
+        _require(self.regf <= self.reg0, "--regF", f"must not exceed --reg0 ({self.regf} > {self.reg0})")
+        _require(self.reg0 >= 0 and self.regf >= 0, "--reg0/--regF", "must be >= 0")
+        _require(self.reg_steps >= 1, "--reg_steps", f"must be >= 1, got {self.reg_steps}")
+        _require(self.impute_iter >= 1, "--impute_iter", f"must be >= 1, got {self.impute_iter}")
+        _require(self.noise_sigma > 0, "--noise", f"must be > 0, got {self.noise_sigma}")
+        _require(self.offset_sigma_px >= 0, "--offset", f"must be >= 0, got {self.offset_sigma_px}")
+        _require(self.eps >= 0, "--eps", f"must be >= 0, got {self.eps}")
+        _require(self.pixel_size_A > 0, "--pixel_size", f"must be > 0, got {self.pixel_size_A}")
+        _require(self.threads >= 1, "--thr", f"must be >= 1, got {self.threads}")
+        _require(self.chunk_size >= 1, "--chunk", f"must be >= 1, got {self.chunk_size}")
+        if self.fractions is not None:
+            _require(
+                len(self.fractions) == self.n_classes,
+                "--frac",
+                f"gives {len(self.fractions)} fractions for {self.n_classes} classes",
+            )
+            _require(
+                all(f >= 0 for f in self.fractions) and sum(self.fractions) > 0,
+                "--frac",
+                "fractions must be >= 0 and not all zero",
+            )
+
+    def regularisation(self, iteration: int) -> float:
+        """Strength of the pull towards the mean reference at ``iteration`` (0 at start-up)."""
+        step = (self.reg0 - self.regf) / self.reg_steps
+        return max(self.reg0 - iteration * step, self.regf)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """Names of every field, in declaration order."""
+        return tuple(f.name for f in fields(cls))
+
+
+def _require(condition: bool, option: str, message: str) -> None:
+    if not condition:
+        raise ParameterError(f"{option} {message}")

@@ -1,0 +1,522 @@
+"""The refinement driver: start-up, EM iterations and convergence, as a generator of states.
+
+``iter_refine`` yields an :class:`MLState` for the starting references (iteration ``istart - 1``)
+and one after every iteration; the command line writes each state to disk, the napari widget draws it,
+and stopping the iteration cancels the run. The E-step runs as one dask task per chunk of particles
+whose statistics are added up.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask
+import numpy as np
+import scipy.fft as sfft
+from numpy.typing import ArrayLike, NDArray
+
+from .estep import (
+    EStepModel,
+    ParticleChunk,
+    ReferenceBank,
+    SufficientStats,
+    estep_chunk,
+    translation_log_prior,
+)
+from .fourier import AXES3, fourier_rescale, resolution_from_fsc, resolution_masks
+from .geometry import euler_to_matrix, flatten_outside_sphere, rotation_stencil
+from .missing import MissingRegion, region_masks
+from .mstep import (
+    class_fsc,
+    full_grid_sum,
+    impute_references,
+    postprocess,
+    regularise,
+    signal_change,
+    smooth_by_rotation,
+    update_fractions,
+    update_offset,
+    update_sigma_noise,
+)
+from .params import MLParams, ParameterError
+from .sampling import (
+    OrientationGrid,
+    orientation_grid,
+    perturb_grid,
+    perturbation_matrix,
+    random_orientations,
+)
+
+__all__ = ["MLState", "StartModel", "SubtomogramSet", "internal_size", "iter_refine", "run_refine"]
+
+
+@dataclass(frozen=True)
+class SubtomogramSet:
+    """The particles and what is known about them.
+
+    Attributes
+    ----------
+    volumes : (n, N0, N0, N0) array_like
+        The subtomograms (numpy, memory-mapped or dask; read one chunk at a time).
+    regions : tuple of MissingRegion
+        Missing-region definitions; empty if the data have none.
+    region_index : (n,) ndarray of int
+        0-based index into ``regions`` of each particle (zeros without regions).
+    angles_deg : (n, 3) ndarray or None
+        Xmipp angles from the metadata, used with ``keep_angles``.
+    shifts_px : (n, 3) ndarray or None
+        ``(x, y, z)`` shifts from the metadata (input pixels).
+    """
+
+    volumes: Any
+    regions: tuple[MissingRegion, ...] = ()
+    region_index: NDArray[np.intp] | None = None
+    angles_deg: NDArray[np.float64] | None = None
+    shifts_px: NDArray[np.float64] | None = None
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.volumes.shape)
+        if len(shape) != 4 or not shape[1] == shape[2] == shape[3]:
+            raise ParameterError(f"-i: particles must be cubes, got an array of shape {shape}")
+        if self.region_index is None:
+            object.__setattr__(self, "region_index", np.zeros(shape[0], dtype=np.intp))
+        index = np.asarray(self.region_index)
+        if len(index) != shape[0]:
+            raise ParameterError("-i: need one missing-region number per particle")
+        if len(index) and (index.min() < 0 or index.max() >= max(1, len(self.regions))):
+            raise ParameterError(
+                f"-i: missing-region numbers must lie in 1..{len(self.regions)}, "
+                f"got {index.min() + 1}..{index.max() + 1}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.volumes.shape[0])
+
+    @property
+    def box_size(self) -> int:
+        """Input box size ``N0``."""
+        return int(self.volumes.shape[-1])
+
+
+@dataclass(frozen=True)
+class StartModel:
+    """A model to start from or continue: references at the internal size and scalar parameters."""
+
+    references: NDArray[np.float64]
+    fractions: NDArray[np.float64] | None = None
+    sigma_noise: float | None = None
+    sigma_offset_px: float | None = None  # internal pixels
+    iteration: int = 0
+
+
+@dataclass(frozen=True)
+class MLState:
+    """The model after one iteration (or the starting model at ``iteration = istart - 1``).
+
+    Internal sizes: references are ``(K, N, N, N)`` at the internal box size ``N``; ``scale = N / N0``.
+    """
+
+    iteration: int
+    references: NDArray[np.float64]
+    fractions: NDArray[np.float64]
+    sigma_noise: float
+    sigma_offset_px: float
+    scale: float
+    grid: OrientationGrid | None = None
+    stats: SufficientStats | None = field(default=None, repr=False)
+    fsc: NDArray[np.float64] | None = None
+    resolution_shell: NDArray[np.intp] | None = None
+    signal_change: NDArray[np.float64] | None = None
+    unregularised: NDArray[np.float64] | None = field(default=None, repr=False)
+    converged: bool = False
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes ``K``."""
+        return len(self.references)
+
+    @property
+    def size(self) -> int:
+        """Internal box size ``N``."""
+        return int(self.references.shape[-1])
+
+    @property
+    def log_likelihood(self) -> float:
+        """Total log-likelihood of the data (NaN for the starting model)."""
+        return self.stats.log_likelihood if self.stats is not None else float("nan")
+
+    @property
+    def mean_pmax(self) -> float:
+        """Mean over particles of the largest posterior probability (NaN for the starting model)."""
+        if self.stats is None:
+            return float("nan")
+        return self.stats.pmax_sum / self.stats.n_particles
+
+    def coverage(self) -> NDArray[np.float64] | None:
+        """Per class, the observed-region coverage normalised by the class weight, ``(K, N, N, N//2+1)``."""
+        if self.stats is None:
+            return None
+        weights = np.maximum(self.stats.class_weights, 1e-300)[:, None, None, None]
+        return self.stats.coverage.sum(axis=0) / weights
+
+
+def internal_size(box_size: int, dim: int | None) -> int:
+    """The working box size for ``--dim``: at most ``N0`` and of the same parity (increased by 1)."""
+    if dim is None:
+        return box_size
+    if dim > box_size:
+        raise ParameterError(f"--dim {dim} exceeds the particle box size {box_size}")
+    return dim + (box_size - dim) % 2
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """Everything fixed for a whole run."""
+
+    size: int
+    scale: float
+    soft_mask: NDArray[np.float64]
+    within_resolution: NDArray[np.bool_]
+    masks: NDArray[np.bool_]  # (R, N, N, N//2+1) in the particle frame
+    observed_per_particle: float
+
+
+def _make_setup(data: SubtomogramSet, params: MLParams) -> _Setup:
+    size = internal_size(data.box_size, params.dim)
+    soft, within = resolution_masks(size, params.maxres)
+    masks = region_masks(data.regions, size, within)[0]
+    return _Setup(size, size / data.box_size, soft, within, masks, float(full_grid_sum(within)))
+
+
+def iter_refine(
+    data: SubtomogramSet,
+    params: MLParams,
+    start: StartModel | None = None,
+    *,
+    client: Any = None,
+) -> Iterator[MLState]:
+    """Run the ML refinement, yielding the starting model and then one state per iteration.
+
+    Parameters
+    ----------
+    data : SubtomogramSet
+    params : MLParams
+    start : StartModel, optional
+        References (and parameters) to start from; random references from ``params.n_classes``
+        subsets if omitted. ``start.iteration`` is the last iteration already done (restart).
+    client : dask.distributed.Client, optional
+        Run the E-step tasks on this cluster instead of local threads.
+
+    Yields
+    ------
+    MLState
+    """
+    setup = _make_setup(data, params)
+    state = _starting_state(data, params, setup, start, client)
+    yield state
+    for iteration in range(state.iteration + 1, params.max_iter + params.istart):
+        state = _iterate(data, params, setup, state, iteration, client)
+        yield state
+        if state.converged:
+            return
+
+
+def run_refine(
+    data: SubtomogramSet,
+    params: MLParams,
+    start: StartModel | None = None,
+    *,
+    callback: Callable[[MLState], None] | None = None,
+    client: Any = None,
+) -> MLState:
+    """Blocking wrapper of :func:`iter_refine`; returns the last state."""
+    state = None
+    for state in iter_refine(data, params, start, client=client):
+        if callback is not None:
+            callback(state)
+    assert state is not None
+    return state
+
+
+def _rng(params: MLParams, *keys: int) -> np.random.Generator:
+    """A generator derived only from the seed and the given keys (iteration, purpose, ...)."""
+    return np.random.default_rng([params.seed, *keys])
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def _map_chunks(
+    function: Callable[..., Any],
+    data: SubtomogramSet,
+    params: MLParams,
+    shared: Sequence[Any],
+    client: Any,
+) -> list[Any]:
+    """Apply ``function(volumes, indices, *shared)`` to every chunk of particles with dask."""
+    chunks = _chunks(len(data), params.chunk_size)
+    if client is not None:
+        shared = [client.scatter(item, broadcast=True) for item in shared]
+    tasks = [
+        dask.delayed(function)(data.volumes[chunk], np.arange(chunk.start, chunk.stop), *shared)
+        for chunk in chunks
+    ]
+    if client is not None:
+        return client.gather(client.compute(tasks))
+    return list(dask.compute(*tasks, scheduler="threads", num_workers=params.threads))
+
+
+def _observed_particles(
+    volumes: ArrayLike, indices: NDArray[np.intp], region_index: NDArray[np.intp], setup: _Setup
+) -> NDArray[np.complex64]:
+    """Half-grid spectra of particles at the internal size, times their observed-region masks."""
+    volumes = fourier_rescale(np.asarray(volumes, dtype=np.float32), setup.size)
+    spectra = sfft.rfftn(volumes, axes=AXES3) * setup.masks[region_index[indices]]
+    return spectra.astype(np.complex64)
+
+
+# ----------------------------------------------------------------------------------------------
+# start-up
+
+
+def _starting_state(
+    data: SubtomogramSet, params: MLParams, setup: _Setup, start: StartModel | None, client: Any
+) -> MLState:
+    if start is None:
+        references = _random_references(data, params, setup, client)
+        start = StartModel(
+            references=smooth_by_rotation(flatten_outside_sphere(references)),
+            iteration=params.istart - 1,
+        )
+    n_classes = len(start.references)
+    if params.fractions is not None:
+        fractions = np.asarray(params.fractions, dtype=np.float64)
+    elif start.fractions is not None:
+        fractions = np.asarray(start.fractions, dtype=np.float64)
+    else:
+        fractions = np.ones(n_classes)
+    sigma = start.sigma_noise if start.sigma_noise is not None else (params.noise_sigma * setup.scale**1.5)
+    offset = start.sigma_offset_px
+    if offset is None:
+        offset = params.offset_sigma_px * setup.scale
+    references = np.asarray(start.references, dtype=np.float64)
+    unregularised = None
+    if start.iteration == 0 and params.istart == 1 and params.regularisation(0) > 0:
+        unregularised = references
+        references, _ = _regularised(references, fractions / fractions.sum(), len(data), params, 0)
+    return MLState(
+        iteration=start.iteration,
+        references=references,
+        fractions=fractions / fractions.sum(),
+        sigma_noise=float(sigma),
+        sigma_offset_px=float(offset),
+        scale=setup.scale,
+        unregularised=unregularised,
+    )
+
+
+def _random_references(
+    data: SubtomogramSet, params: MLParams, setup: _Setup, client: Any
+) -> NDArray[np.float64]:
+    """Weighted averages of random subsets of particles in random (or metadata) orientations."""
+    rng = _rng(params, 0, 0)
+    n = len(data)
+    if n < params.n_classes:
+        raise ParameterError(f"--nref {params.n_classes} exceeds the number of particles ({n})")
+    classes = np.empty(n, dtype=np.intp)
+    classes[rng.permutation(n)] = np.arange(n) * params.n_classes // n  # near-equal random subsets
+    halves = rng.integers(0, 2, size=n)
+    if params.keep_angles and data.angles_deg is not None:
+        angles = data.angles_deg
+    else:
+        angles = random_orientations(rng, n)
+    matrices = euler_to_matrix(*angles.T)
+    shifts = _metadata_shifts(data, params) * setup.scale
+    parts = _map_chunks(
+        _average_chunk,
+        data,
+        params,
+        [
+            classes,
+            halves,
+            matrices,
+            shifts,
+            data.region_index,
+            data.regions,
+            setup,
+            params.n_classes,
+        ],
+        client,
+    )
+    sums, coverage = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    spectra = sfft.rfftn(sums.sum(axis=0), axes=AXES3)
+    weight = coverage.sum(axis=0)
+    spectra = np.where(weight > params.noimp_threshold, spectra / np.maximum(weight, 1e-300), 0.0)
+    return postprocess(spectra, setup.soft_mask)
+
+
+def _metadata_shifts(data: SubtomogramSet, params: MLParams) -> NDArray[np.float64]:
+    if params.keep_angles and data.shifts_px is not None:
+        return np.asarray(data.shifts_px, dtype=np.float64)
+    return np.zeros((len(data), 3))
+
+
+def _average_chunk(
+    volumes: ArrayLike,
+    indices: NDArray[np.intp],
+    classes: NDArray[np.intp],
+    halves: NDArray[np.intp],
+    matrices: NDArray[np.float64],
+    shifts: NDArray[np.float64],
+    region_index: NDArray[np.intp],
+    regions: tuple[MissingRegion, ...],
+    setup: _Setup,
+    n_classes: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Sums of the chunk's particles aligned by the given transforms, per half and class."""
+    spectra = _observed_particles(volumes, indices, region_index, setup)
+    size = setup.size
+    sums = np.zeros((2, n_classes, size, size, size))
+    coverage = np.zeros((2, n_classes, *setup.masks.shape[1:]))
+    for row, i in enumerate(indices):
+        shifted = spectra[row] * _phase_shift(shifts[i], size)
+        particle = sfft.irfftn(shifted, s=(size,) * 3, axes=AXES3)
+        aligned = rotation_stencil(matrices[i], size).apply(particle, 0.0)
+        sums[halves[i], classes[i]] += aligned
+        mask = region_masks(regions, size, setup.within_resolution, matrices[i][None])[0]
+        coverage[halves[i], classes[i]] += mask[region_index[i]]
+    return sums, coverage
+
+
+def _phase_shift(shift_px: NDArray[np.float64], size: int) -> NDArray[np.complex128]:
+    """Half-grid phase factors that translate a volume by ``shift_px`` = ``(x, y, z)``: ``f(r - s)``."""
+    full = np.fft.fftfreq(size)
+    kz, ky, kx = full[:, None, None], full[None, :, None], np.fft.rfftfreq(size)[None, None, :]
+    phase = kx * shift_px[0] + ky * shift_px[1] + kz * shift_px[2]
+    return np.exp(-2j * np.pi * phase)
+
+
+def _regularised(
+    references: NDArray[np.float64],
+    fractions: NDArray[np.float64],
+    n_images: int,
+    params: MLParams,
+    iteration: int,
+) -> tuple[NDArray[np.float64], float]:
+    spectra = sfft.rfftn(references, axes=AXES3)
+    pulled, variance_increase = regularise(spectra, fractions, n_images, params.regularisation(iteration))
+    size = references.shape[-1]
+    return sfft.irfftn(pulled, s=(size,) * 3, axes=AXES3), variance_increase
+
+
+# ----------------------------------------------------------------------------------------------
+# one iteration
+
+
+def _grid(params: MLParams, iteration: int) -> OrientationGrid:
+    grid = orientation_grid(
+        params.ang_deg,
+        params.psi_sampling_deg,
+        params.tilt0_deg,
+        params.tiltf_deg,
+        params.small_angle,
+    )
+    if params.perturb:
+        grid = perturb_grid(grid, perturbation_matrix(_rng(params, iteration, 2), params.ang_deg))
+    return grid
+
+
+def _estep_task(
+    volumes: ArrayLike,
+    indices: NDArray[np.intp],
+    halves: NDArray[np.intp],
+    region_index: NDArray[np.intp],
+    setup: _Setup,
+    bank: ReferenceBank,
+    model: EStepModel,
+) -> SufficientStats:
+    spectra = _observed_particles(volumes, indices, region_index, setup)
+    chunk = ParticleChunk(indices, spectra, region_index[indices], halves[indices])
+    return estep_chunk(chunk, bank, model)
+
+
+def _iterate(
+    data: SubtomogramSet,
+    params: MLParams,
+    setup: _Setup,
+    state: MLState,
+    iteration: int,
+    client: Any,
+) -> MLState:
+    grid = _grid(params, iteration)
+    log_prior, shift_sq = translation_log_prior(
+        setup.size,
+        state.sigma_offset_px,
+        params.limit_trans_px * setup.scale if params.limit_trans_px >= 0 else -1.0,
+    )
+    with np.errstate(divide="ignore"):
+        log_fractions = np.log(state.fractions)
+    model = EStepModel(
+        log_fractions=log_fractions,
+        sigma_noise=state.sigma_noise,
+        log_prior=log_prior,
+        shift_sq=shift_sq,
+        regions=data.regions,
+        within_resolution=setup.within_resolution,
+        significance=params.significance,
+    )
+    bank = ReferenceBank(state.references, grid.matrices, setup.masks)
+    halves = _rng(params, iteration, 1).integers(0, 2, size=len(data))
+    parts = _map_chunks(_estep_task, data, params, [halves, data.region_index, setup, bank, model], client)
+    stats = functools.reduce(operator.add, parts)
+    return _maximise(data, params, setup, state, stats, grid, iteration)
+
+
+def _maximise(
+    data: SubtomogramSet,
+    params: MLParams,
+    setup: _Setup,
+    state: MLState,
+    stats: SufficientStats,
+    grid: OrientationGrid,
+    iteration: int,
+) -> MLState:
+    weights = stats.class_weights
+    old_spectra = sfft.rfftn(state.references, axes=AXES3)
+    spectra = impute_references(
+        old_spectra, stats.sums.sum(axis=0), stats.coverage.sum(axis=0), weights, params.impute_iter
+    )
+    fractions = state.fractions if params.fix_fractions else update_fractions(weights)
+    sigma_offset = state.sigma_offset_px if params.fix_sigma_offset else update_offset(stats)
+    sigma = state.sigma_noise
+    if not params.fix_sigma_noise:
+        sigma = update_sigma_noise(sigma, stats, setup.observed_per_particle, params.impute_iter)
+    references = postprocess(spectra, setup.soft_mask)
+    unregularised = None
+    if params.regularisation(iteration) > 0:
+        unregularised = references
+        references, variance_increase = _regularised(references, fractions, len(data), params, iteration)
+        if not params.fix_sigma_noise:
+            sigma = float(np.sqrt(sigma**2 + variance_increase))
+    change = signal_change(state.references, references)
+    curves = class_fsc(stats)
+    return MLState(
+        iteration=iteration,
+        references=references,
+        fractions=fractions,
+        sigma_noise=sigma,
+        sigma_offset_px=sigma_offset,
+        scale=setup.scale,
+        grid=grid,
+        stats=stats,
+        fsc=curves,
+        resolution_shell=np.array([resolution_from_fsc(c) for c in curves]),
+        signal_change=change,
+        unregularised=unregularised,
+        converged=bool(np.all(change[fractions > 0] <= params.eps)),
+    )

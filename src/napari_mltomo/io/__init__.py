@@ -1,0 +1,39 @@
+"""File input and output: Xmipp metadata tables and MRC/Spider/EM volumes."""
+
+from napari_mltomo.io._atomic import atomic_path
+from napari_mltomo.io.metadata import (
+    MetaData,
+    MetadataError,
+    read_images,
+    read_metadata,
+    read_missing_regions,
+    read_star,
+    read_star_blocks,
+    write_star,
+)
+from napari_mltomo.io.volumes import (
+    VolumeError,
+    open_volume_lazy,
+    read_pixel_size,
+    read_volume,
+    volume_shape,
+    write_volume,
+)
+
+__all__ = [
+    "MetaData",
+    "MetadataError",
+    "VolumeError",
+    "atomic_path",
+    "open_volume_lazy",
+    "read_images",
+    "read_metadata",
+    "read_missing_regions",
+    "read_pixel_size",
+    "read_star",
+    "read_star_blocks",
+    "read_volume",
+    "volume_shape",
+    "write_star",
+    "write_volume",
+]

@@ -1,0 +1,113 @@
+"""Packaging contracts: no Qt below the GUI face, the npe2 manifest, a GUI smoke test."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from importlib.metadata import distribution
+from importlib.resources import files
+
+import numpy as np
+import pytest
+
+DIST_NAME = "napari-mltomo"
+GUI_MODULES = ("qtpy", "napari", "magicgui", "PyQt6", "PyQt5", "vispy")
+
+
+def _has_cli() -> bool:
+    return importlib.util.find_spec("napari_mltomo.cli") is not None
+
+
+def _imported_gui_modules(*modules: str) -> list[str]:
+    """Import ``modules`` in a fresh interpreter; return the GUI modules that came with them."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {list(modules)!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"print(json.dumps(sorted(set({list(GUI_MODULES)!r}) & set(sys.modules))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    "modules",
+    [
+        ("napari_mltomo",),
+        ("napari_mltomo.core",),
+        ("napari_mltomo.io",),
+        ("napari_mltomo.core", "napari_mltomo.io"),
+        pytest.param(
+            ("napari_mltomo.cli",),
+            marks=pytest.mark.skipif(not _has_cli(), reason="napari_mltomo/cli.py not written yet"),
+        ),
+    ],
+    ids=lambda modules: "+".join(modules),
+)
+def test_headless_modules_do_not_import_gui(modules: tuple[str, ...]) -> None:
+    assert _imported_gui_modules(*modules) == []
+
+
+def test_manifest_ships_inside_package() -> None:
+    manifest = files("napari_mltomo") / "napari.yaml"
+    assert manifest.is_file()
+    entry_points = distribution(DIST_NAME).entry_points.select(group="napari.manifest")
+    found = [(ep.name, ep.value) for ep in entry_points]
+    assert found == [(DIST_NAME, "napari_mltomo:napari.yaml")]
+
+
+def test_manifest_name_matches_distribution() -> None:
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_distribution(DIST_NAME)
+    assert manifest.name == DIST_NAME
+    assert manifest.display_name == "ML-TOMO"
+
+
+def test_npe2_validate() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", DIST_NAME, "--imports"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid" in result.stdout.lower()
+
+
+def _blob(size: int = 16) -> np.ndarray:
+    """A (z, y, x) float32 Gaussian blob centred at voxel ``size // 2``."""
+    grid = np.arange(size, dtype=np.float32) - size // 2
+    z, y, x = np.meshgrid(grid, grid, grid, indexing="ij")
+    return np.exp(-(z**2 + y**2 + x**2) / (2 * (size / 6) ** 2)).astype(np.float32)
+
+
+@pytest.mark.gui
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("ndisplay", [2, 3])
+def test_viewer_renders_volume(make_napari_viewer, ndisplay: int) -> None:
+    """napari draws a real (non-constant) picture: proves the Qt/OpenGL stack under Xvfb works."""
+    # show=True: the canvas of a hidden viewer is never drawn, and its screenshot is all black.
+    viewer = make_napari_viewer(show=True)
+    viewer.add_image(_blob(), name="blob", colormap="gray")
+    viewer.dims.ndisplay = ndisplay
+    viewer.reset_view()
+
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+
+    assert shot.ndim == 3
+    assert shot.shape[2] == 4
+    rgb = shot[..., :3].astype(np.int64)
+    brightest, darkest = int(rgb.max()), int(rgb.min())
+    assert brightest > 0, "screenshot is all black: no OpenGL drawing reached the canvas"
+    assert darkest < brightest, f"screenshot is constant ({darkest})"
+    height, width = rgb.shape[:2]
+    centre = int(rgb[height // 2, width // 2].sum())
+    corner = int(rgb[0, 0].sum())
+    assert centre > corner, f"blob not at the canvas centre: centre {centre}, corner {corner}"
