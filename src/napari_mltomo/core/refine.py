@@ -51,7 +51,15 @@ from .sampling import (
     random_orientations,
 )
 
-__all__ = ["MLState", "StartModel", "SubtomogramSet", "internal_size", "iter_refine", "run_refine"]
+__all__ = [
+    "MLState",
+    "StartModel",
+    "SubtomogramSet",
+    "internal_size",
+    "iter_refine",
+    "prepare_references",
+    "run_refine",
+]
 
 
 @dataclass(frozen=True)
@@ -282,6 +290,23 @@ def _observed_particles(
 
 # ----------------------------------------------------------------------------------------------
 # start-up
+
+
+def prepare_references(volumes: ArrayLike, size: int) -> NDArray[np.float64]:
+    """Starting references from user maps: down-scale, flatten outside the sphere, smooth.
+
+    Parameters
+    ----------
+    volumes : (K, N0, N0, N0) array_like
+    size : int
+        Internal box size ``N``.
+
+    Returns
+    -------
+    (K, N, N, N) ndarray of float64
+    """
+    scaled = fourier_rescale(np.asarray(volumes, dtype=np.float32), size)
+    return smooth_by_rotation(flatten_outside_sphere(scaled.astype(np.float64)))
 
 
 def _starting_state(

@@ -55,38 +55,53 @@ class SyntheticDataset:
 
 
 def make_phantoms(n_classes: int, size: int, seed: int = 0) -> NDArray[np.float32]:
-    """Distinct, chiral phantoms: chains of Gaussian blobs along a random walk, one per class.
+    """Distinct asymmetric phantoms: a central body with 3 or 4 lobes of different sizes.
+
+    Class ``k`` has ``3 + k % 2`` lobes (a different selection of sizes for each class) in random
+    directions at least 72 degrees apart, so no phantom has even an approximate rotational symmetry. Each phantom is centred
+    on its centre of mass, as picked subtomograms are.
 
     Parameters
     ----------
     n_classes : int
     size : int
-        Box size ``N`` (at least 16); the chains span about half the box.
+        Box size ``N`` (at least 16); the lobes sit 7 to 9 voxels from the centre of a 32-voxel box.
     seed : int
 
     Returns
     -------
     (n_classes, N, N, N) ndarray of float32
-        Centred on their centre of mass, maximum about 1.
+        Maximum about 1.
     """
     rng = np.random.default_rng([seed, 17])
     coords = centred_coordinates(size).reshape(size, size, size, 3)
     scale = size / 32.0
     phantoms = np.zeros((n_classes, size, size, size), dtype=np.float64)
     for k in range(n_classes):
-        steps = rng.normal(size=(_CHAIN_LENGTH - 1, 3))
-        steps *= _STEP_PX / np.linalg.norm(steps, axis=1, keepdims=True)
-        centres = np.vstack([np.zeros(3), np.cumsum(steps, axis=0)])
-        widths = np.linspace(_WIDTH_PX[0], _WIDTH_PX[1], _CHAIN_LENGTH)
+        lobes = np.roll(_LOBES, -k, axis=0)[: 3 + k % 2]
+        directions = _spread_directions(rng, len(lobes))
+        centres = np.vstack([np.zeros(3), directions * lobes[:, :1]])
+        widths = np.concatenate([[_BODY_WIDTH_PX], lobes[:, 1]])
         centres -= np.average(centres, axis=0, weights=widths**3)
         for centre, width in zip(centres * scale, widths * scale, strict=True):
             phantoms[k] += np.exp(-np.sum((coords - centre) ** 2, axis=-1) / (2 * width**2))
     return phantoms.astype(np.float32)
 
 
-_CHAIN_LENGTH = 5
-_STEP_PX = 6.0  # distance between consecutive blobs in a 32-voxel box
-_WIDTH_PX = (4.0, 2.8)  # blob widths from the first to the last
+_BODY_WIDTH_PX = 4.0
+#: (distance from the body, width) of each lobe, in voxels of a 32-voxel box.
+_LOBES = np.array([(8.0, 3.6), (9.0, 3.0), (7.0, 2.4), (8.0, 2.8), (9.0, 2.2)])
+
+
+def _spread_directions(rng: np.random.Generator, n: int) -> NDArray[np.float64]:
+    """``n`` random unit vectors whose pairwise cosines are below 0.3 (angles above ~72 degrees)."""
+    directions = np.zeros((0, 3))
+    while len(directions) < n:
+        candidate = rng.normal(size=3)
+        candidate /= np.linalg.norm(candidate)
+        if np.all(directions @ candidate < 0.3):
+            directions = np.vstack([directions, candidate])
+    return directions
 
 
 def make_dataset(

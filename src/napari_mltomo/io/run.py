@@ -1,0 +1,443 @@
+"""The files a refinement leaves behind (``<root>`` is ``--oroot``), and restarting from them.
+
+Per iteration ``NNNNNN`` (six digits), :func:`write_iteration` writes
+
+* ``<root>_itNNNNNN.doc``: the particle table (Xmipp STAR), the input columns plus ``angleRot angleTilt
+  anglePsi shiftX shiftY shiftZ ref logLikelihood pMax`` (and ``missingRegionNumber`` with missing data);
+* ``<root>_itNNNNNN_ref.xmd``: block ``classes``, one row per class (``image enabled ref weight
+  signalChange resolution``);
+* ``<root>_itNNNNNN_refKKKKKK.mrc``: class references at the input box size (float32, input pixel size);
+* ``<root>_itNNNNNN_orirefKKKKKK.mrc``: the references before regularisation (only when regularised);
+* ``<root>_itNNNNNN_wedgeKKKKKK.mrc``: per-class Fourier coverage, fftshifted (only with missing data);
+* ``<root>_itNNNNNN.fsc``: one block ``class_KKKKKK`` per class (``resolutionFreqFourier`` in 1/Å,
+  ``resolutionFRC``);
+* ``<root>_itNNNNNN_log.xmd``: the scalars needed to restart, with the command line as header comment.
+  It is written last, so a log on disk means every other file of its iteration is complete.
+
+The starting model (no E-step yet) has only references, ``_ref.xmd`` and ``oriref`` files.
+:func:`write_final` writes ``<root>_img.xmd``, ``<root>_ref.xmd`` (with one ``classKKKKKK_images`` block
+per class, as Scipion reads it), ``<root>_refKKKKKK.mrc`` and ``<root>.fsc``.
+
+Every file is written to a temporary name and renamed, so an interrupted run never leaves half a file.
+File names inside these tables are relative to the folder of the table (absolute input paths stay
+absolute), so a run can be read from any working directory with :func:`~napari_mltomo.io.read_images`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+from napari_mltomo.core.fourier import fourier_rescale
+from napari_mltomo.core.refine import MLState, StartModel
+from napari_mltomo.io.metadata import MetaData, MetadataError, read_star, write_star
+from napari_mltomo.io.volumes import read_volume, write_volume
+
+__all__ = [
+    "RestartPoint",
+    "iteration_root",
+    "particle_table",
+    "read_command_line",
+    "read_restart",
+    "write_final",
+    "write_iteration",
+]
+
+#: Labels of the iteration log; ``xSize`` (an Xmipp label) holds the internal box size ``N``.
+LOG_LABELS: tuple[str, ...] = (
+    "logLikelihood", "pMax", "sigmaNoise", "sigmaOffset", "iterationNumber",
+    "imageMetaData", "referenceMetaData", "xSize",
+)  # fmt: skip
+#: Per-particle labels added to the input table.
+PARTICLE_LABELS: tuple[str, ...] = (
+    "angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY", "shiftZ", "ref", "logLikelihood", "pMax",
+)  # fmt: skip
+_STACK_PREFIX = re.compile(r"(\d+@)(.+)")
+
+
+class RestartPoint(NamedTuple):
+    """What :func:`read_restart` recovers from an iteration log.
+
+    Attributes
+    ----------
+    model : StartModel
+        References at the internal box size, fractions, sigmas (internal pixels) and the iteration.
+    iteration : int
+        The iteration the log belongs to (the last one done).
+    command_line : str
+        The command line of the run that wrote the log (its header comment).
+    """
+
+    model: StartModel
+    iteration: int
+    command_line: str
+
+
+def iteration_root(root: str | os.PathLike[str], iteration: int) -> str:
+    """``<root>_itNNNNNN``: the common prefix of the files of one iteration."""
+    return f"{os.fspath(root)}_it{iteration:06d}"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_iteration(
+    root: str | os.PathLike[str],
+    state: MLState,
+    images: MetaData,
+    regions_used: bool,
+    pixel_size_A: float,
+    box_size: int,
+    command_line: str,
+) -> list[Path]:
+    """Write the files of one iteration (see the module docstring), each atomically.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        Output root (``--oroot``); its folder must exist.
+    state : MLState
+        The model after iteration ``state.iteration``; the starting model when ``state.stats`` is None.
+    images : MetaData
+        The input particle table, one row per particle in the order given to the refinement. With
+        `regions_used` it must have ``missingRegionNumber``.
+    regions_used : bool
+        Whether the particles have missing regions (then the coverage maps are written).
+    pixel_size_A : float
+        Input pixel size in Angstrom.
+    box_size : int
+        Input box size ``N0``; references are up-scaled to it.
+    command_line : str
+        Written as the header comment of the log.
+
+    Returns
+    -------
+    list of Path
+        The files written, the log last.
+    """
+    prefix = iteration_root(root, state.iteration)
+    maps = _write_maps(f"{prefix}_ref", state.references, box_size, pixel_size_A)
+    written = list(maps)
+    if state.unregularised is not None:
+        written += _write_maps(f"{prefix}_oriref", state.unregularised, box_size, pixel_size_A)
+    if state.stats is not None and regions_used:
+        coverage = _centred_coverage(state.coverage(), box_size)
+        written += _write_maps(f"{prefix}_wedge", coverage, box_size, pixel_size_A)
+    if state.fsc is not None:
+        written.append(write_star(f"{prefix}.fsc", fsc_blocks(state, pixel_size_A, box_size)))
+    references = Path(f"{prefix}_ref.xmd")
+    written.append(
+        write_star(references, {"classes": class_table(state, maps, references, pixel_size_A, box_size)})
+    )
+    if state.stats is None:
+        return written
+    doc = Path(f"{prefix}.doc")
+    written.append(write_star(doc, _relative_images(particle_table(state, images, regions_used), doc)))
+    log = Path(f"{prefix}_log.xmd")
+    written.append(write_star(log, _log_table(state, doc, references), command_line, row_format=True))
+    return written
+
+
+def write_final(
+    root: str | os.PathLike[str],
+    state: MLState,
+    images: MetaData,
+    regions_used: bool,
+    pixel_size_A: float,
+    box_size: int,
+) -> list[Path]:
+    """Write the final ``<root>_img.xmd``, ``<root>_ref.xmd``, ``<root>_refKKKKKK.mrc`` and ``<root>.fsc``.
+
+    Parameters
+    ----------
+    root, state, images, regions_used, pixel_size_A, box_size
+        As for :func:`write_iteration`; `state` is the last one of the run. If it is the starting model
+        (``--iter 0``) the particle table is the input table and the class blocks are empty.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    root = os.fspath(root)
+    maps = _write_maps(f"{root}_ref", state.references, box_size, pixel_size_A)
+    written = list(maps)
+    if state.fsc is not None:
+        written.append(write_star(f"{root}.fsc", fsc_blocks(state, pixel_size_A, box_size)))
+    particles = images if state.stats is None else particle_table(state, images, regions_used)
+    particles_path = Path(f"{root}_img.xmd")
+    written.append(write_star(particles_path, _relative_images(particles, particles_path)))
+    references = Path(f"{root}_ref.xmd")
+    blocks = {"classes": class_table(state, maps, references, pixel_size_A, box_size)}
+    for name, members in _class_member_blocks(particles, state.n_classes).items():
+        blocks[name] = _relative_images(members, references)
+    written.append(write_star(references, blocks))
+    return written
+
+
+def particle_table(state: MLState, images: MetaData, regions_used: bool) -> MetaData:
+    """The input particle table with the assignments of `state` added (original pixels, degrees).
+
+    Parameters
+    ----------
+    state : MLState
+        A state after an E-step (``state.stats`` is not None).
+    images : MetaData
+        One row per particle, in refinement order.
+    regions_used : bool
+        Require (and keep) the ``missingRegionNumber`` column.
+
+    Returns
+    -------
+    MetaData
+        `images` plus ``angleRot angleTilt anglePsi`` (Xmipp ZYZ, degrees), ``shiftX shiftY shiftZ``
+        (input pixels; ``particle(q) = reference(A (q + s))``), ``ref`` (1-based), ``logLikelihood``
+        and ``pMax``.
+
+    Raises
+    ------
+    ValueError
+        If `state` has no E-step results, their count differs from the table's, or `regions_used`
+        and the table lacks ``missingRegionNumber``.
+    """
+    if state.stats is None or state.grid is None:
+        raise ValueError(f"iteration {state.iteration} has no per-particle results (no E-step yet)")
+    results = state.stats.particles
+    if len(images) != len(results.indices):
+        raise ValueError(f"the table has {len(images)} particles but the results {len(results.indices)}")
+    if regions_used and "missingRegionNumber" not in images:
+        raise ValueError("particles with missing regions need a missingRegionNumber column")
+    order = np.argsort(results.indices, kind="stable")
+    angles = state.grid.angles_deg[results.orientations[order]]
+    shifts = results.shifts_px[order] / state.scale + 0.0  # no "-0.000000" in the table
+    values = (
+        *angles.T, *shifts.T, results.classes[order] + 1, results.log_likelihood[order], results.pmax[order],
+    )  # fmt: skip
+    return images.with_columns(**dict(zip(PARTICLE_LABELS, values, strict=True)))
+
+
+def class_table(
+    state: MLState,
+    maps: list[Path],
+    table_path: Path,
+    pixel_size_A: float,
+    box_size: int,
+) -> MetaData:
+    """Block ``classes``: one row per class (``image enabled ref weight [signalChange resolution]``).
+
+    ``image`` names the class reference file (`maps`, one per class) relative to the folder of
+    `table_path`. ``signalChange`` is ``1000`` times the relative squared change of the reference
+    (as Xmipp writes it) and ``resolution`` the FSC=0.5 frequency in 1/Å; both only after an E-step.
+    """
+    n_classes = state.n_classes
+    columns: dict[str, object] = {
+        "image": np.array([_relative_to(path, table_path) for path in maps], dtype=object),
+        "enabled": np.ones(n_classes, dtype=np.int64),
+        "ref": np.arange(1, n_classes + 1),
+        "weight": np.asarray(state.fractions, dtype=np.float64),
+    }
+    if state.signal_change is not None:
+        columns["signalChange"] = 1000.0 * np.asarray(state.signal_change, dtype=np.float64)
+    if state.resolution_shell is not None:
+        columns["resolution"] = np.asarray(state.resolution_shell) / (box_size * pixel_size_A)
+    return MetaData(columns)
+
+
+def fsc_blocks(state: MLState, pixel_size_A: float, box_size: int) -> dict[str, MetaData]:
+    """One block ``class_KKKKKK`` per class: FSC of shells ``1..N//2`` against frequency in 1/Å.
+
+    Shell ``i`` of the internal box ``N`` (pixel size ``pixel_size_A * N0 / N``) is the frequency
+    ``i / (N0 * pixel_size_A)``.
+    """
+    if state.fsc is None:
+        raise ValueError(f"iteration {state.iteration} has no FSC (no E-step yet)")
+    shells = np.arange(1, state.fsc.shape[1])
+    frequencies = shells / (box_size * pixel_size_A)
+    return {
+        f"class_{k + 1:06d}": MetaData(
+            {"resolutionFreqFourier": frequencies, "resolutionFRC": np.asarray(curve[1:], dtype=np.float64)}
+        )
+        for k, curve in enumerate(state.fsc)
+    }
+
+
+def _write_maps(stem: str, volumes: NDArray[np.floating], box_size: int, pixel_size_A: float) -> list[Path]:
+    """Write ``<stem>KKKKKK.mrc`` for each volume, Fourier-rescaled to ``box_size`` if needed."""
+    scaled = volumes if volumes.shape[-1] == box_size else fourier_rescale(volumes, box_size)
+    return [
+        write_volume(f"{stem}{k:06d}.mrc", volume.astype(np.float32), pixel_size_A)
+        for k, volume in enumerate(scaled, start=1)
+    ]
+
+
+def _centred_coverage(half: NDArray[np.float64], box_size: int) -> NDArray[np.float32]:
+    """Half-grid coverage ``(K, N, N, N//2+1)`` -> full grid, fftshifted, zero-padded to ``N0``.
+
+    The full grid follows from Hermitian symmetry (coverage is real and even). Frequencies beyond the
+    internal Nyquist are not observed, so padding with zeros puts the map on the input box.
+    """
+    size = half.shape[1]
+    mirror = (-np.arange(size)) % size
+    upper = np.arange(half.shape[-1], size)
+    reflected = half[:, mirror][:, :, mirror][..., size - upper]
+    full = np.fft.fftshift(np.concatenate([half, reflected], axis=-1), axes=(1, 2, 3))
+    start = box_size // 2 - size // 2
+    window = slice(start, start + size)
+    padded = np.zeros((len(half), box_size, box_size, box_size), dtype=np.float32)
+    padded[:, window, window, window] = full
+    return padded
+
+
+def _log_table(state: MLState, doc: Path, references: Path) -> MetaData:
+    values = (
+        state.log_likelihood,
+        state.mean_pmax,
+        _exact(state.sigma_noise),
+        _exact(state.sigma_offset_px / state.scale),
+        state.iteration,
+        _relative_to(doc, doc),
+        _relative_to(references, doc),
+        state.size,
+    )
+    return MetaData({label: [value] for label, value in zip(LOG_LABELS, values, strict=True)})
+
+
+def _exact(value: float) -> np.ndarray:
+    """A float as its shortest exact decimal string, so that a restart restores it bit for bit."""
+    return np.array(repr(float(value)), dtype=object)
+
+
+def _class_member_blocks(particles: MetaData, n_classes: int) -> dict[str, MetaData]:
+    """``classKKKKKK_images``: the rows of each class, sorted by image name (empty without ``ref``)."""
+    refs = particles["ref"] if "ref" in particles else np.zeros(len(particles), dtype=np.int64)
+    order = np.argsort(np.asarray(particles["image"], dtype=str), kind="stable")
+    refs = refs[order]
+    return {f"class{k:06d}_images": particles.take(order[refs == k]) for k in range(1, n_classes + 1)}
+
+
+def _relative_images(table: MetaData, destination: Path) -> MetaData:
+    """The ``image`` column rewritten relative to the folder of `destination` (``N@`` prefixes kept)."""
+    if "image" not in table:
+        return table
+    names = [_relative_image(str(name), destination) for name in table["image"]]
+    return table.with_columns(image=np.array(names, dtype=object))
+
+
+def _relative_image(name: str, destination: Path) -> str:
+    match = _STACK_PREFIX.fullmatch(name)
+    prefix, file = (match[1], match[2]) if match else ("", name)
+    if os.path.isabs(file):
+        return name
+    return prefix + _relative_to(Path(file), destination)
+
+
+def _relative_to(path: Path, destination: Path) -> str:
+    """`path` relative to the folder that will hold `destination`."""
+    return os.path.relpath(os.path.abspath(path), os.path.abspath(destination.parent))
+
+
+# --------------------------------------------------------------------------- restart
+
+
+def read_restart(log_path: str | os.PathLike[str]) -> RestartPoint:
+    """Recover the model of an iteration from its ``<root>_itNNNNNN_log.xmd``.
+
+    Reads ``sigmaNoise``, ``sigmaOffset`` (input pixels, converted back to internal pixels),
+    ``iterationNumber`` and ``xSize`` (internal box size) from the log, the class fractions from the
+    ``weight`` column of its ``_ref.xmd`` and the references from the MRC files that table names,
+    Fourier-cropped back to the internal box size.
+
+    Parameters
+    ----------
+    log_path : str or os.PathLike
+        The log of the iteration to continue from.
+
+    Returns
+    -------
+    RestartPoint
+
+    Raises
+    ------
+    MetadataError
+        If the log or the reference table is malformed or lacks a label.
+    FileNotFoundError
+        If a file it names is missing.
+    VolumeError
+        If a reference map cannot be read.
+    """
+    log_path = Path(log_path)
+    log = read_star(log_path)
+    missing = [label for label in LOG_LABELS if label not in log or len(log) != 1]
+    if missing:
+        raise MetadataError(
+            log_path,
+            f"not an ml_tomo iteration log: no {', '.join(missing)}; give a <root>_itNNNNNN_log.xmd file",
+        )
+    size = int(log["xSize"][0])
+    table_path = _beside(str(log["referenceMetaData"][0]), log_path)
+    classes = read_star(table_path, "classes")
+    for label in ("image", "ref", "weight"):
+        if label not in classes:
+            raise MetadataError(table_path, f"block data_classes has no {label} column")
+    order = np.argsort(classes["ref"], kind="stable")
+    maps = np.stack([read_volume(_beside(str(classes["image"][k]), table_path)) for k in order])
+    scale = size / maps.shape[-1]
+    iteration = int(log["iterationNumber"][0])
+    model = StartModel(
+        references=_downscale_written(maps, size),
+        fractions=np.asarray(classes["weight"][order], dtype=np.float64),
+        sigma_noise=float(log["sigmaNoise"][0]),
+        sigma_offset_px=float(log["sigmaOffset"][0]) * scale,
+        iteration=iteration,
+    )
+    return RestartPoint(model, iteration, read_command_line(log_path))
+
+
+def _downscale_written(maps: NDArray[np.float32], size: int) -> NDArray[np.float64]:
+    """Exactly undo the up-scaling of :func:`_write_maps`: ``(K, N0, N0, N0)`` -> ``(K, N, N, N)``.
+
+    Zero-padding an even-sized spectrum splits each Nyquist coefficient into halves at ``-N/2`` and
+    ``+N/2`` of the larger grid (the real part keeps the Hermitian half), so a plain crop would halve the
+    Nyquist planes. Summing every alias of the cropped window instead restores them; for odd ``N`` there
+    is no Nyquist plane and this is a plain crop.
+    """
+    box = maps.shape[-1]
+    if size == box:
+        return maps.astype(np.float64)
+    axes = (-3, -2, -1)
+    spectrum = np.fft.fftshift(np.fft.fftn(maps.astype(np.float64), axes=axes), axes=axes)
+    start = box // 2 - size // 2
+    window = slice(start, start + size + 1 - size % 2)  # with +N/2 for even N
+    cropped = spectrum[..., window, window, window]
+    if size % 2 == 0:
+        for axis in axes:
+            moved = np.moveaxis(cropped, axis, 0)
+            folded = moved[:-1].copy()
+            folded[0] += moved[-1]
+            cropped = np.moveaxis(folded, 0, axis)
+    volumes = np.fft.ifftn(np.fft.ifftshift(cropped, axes=axes), axes=axes).real
+    return volumes * (size**3 / box**3)
+
+
+def _beside(name: str, table_path: Path) -> Path:
+    """A file named in a table: relative to the table's folder, else as given (current directory)."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    nearby = table_path.parent / path
+    return nearby if nearby.exists() else path
+
+
+def read_command_line(log_path: str | os.PathLike[str]) -> str:
+    """The command line stored in an iteration log: its header comment, wrapped lines re-joined."""
+    parts = []
+    for line in Path(log_path).read_text(encoding="utf-8").splitlines()[1:]:
+        if not line.startswith("#"):
+            break
+        parts.append(line[1:].strip())
+    return " ".join(part for part in parts if part)
