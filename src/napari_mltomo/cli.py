@@ -68,10 +68,11 @@ __all__ = [
 PROG = "ml_tomo"
 
 #: The demo's synthetic data set (arguments of ``napari_mltomo.core.synthetic.make_dataset``).
-DEMO_DATASET: dict[str, Any] = dict(n_per_class=20, n_classes=3, size=32, snr=1.0, tilt_deg=60.0, seed=1)
+DEMO_DATASET: dict[str, Any] = dict(n_per_class=20, n_classes=3, size=32, snr=2.0, tilt_deg=60.0, seed=1)
 #: The demo's refinement options (added to ``-i``, ``--missing`` and ``--oroot``).
 DEMO_ARGS: list[str] = [
-    "--nref", "3", "--ang", "20", "--dim", "16", "--iter", "10", "--thr", "2", "--seed", "1",
+    "--nref", "3", "--ang", "20", "--dim", "16", "--iter", "16", "--noise", "3", "--perturb",
+    "--reg0", "5", "--regF", "0", "--reg_steps", "5", "--thr", "2", "--seed", "1",
 ]  # fmt: skip
 
 _METADATA_SUFFIXES = frozenset({".xmd", ".star", ".sel", ".doc", ".txt"})

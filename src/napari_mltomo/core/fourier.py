@@ -132,14 +132,29 @@ def fourier_rescale(volumes: NDArray[np.floating], size: int) -> NDArray[np.floa
     spectrum = sfft.fftshift(sfft.fftn(volumes, axes=AXES3), axes=AXES3)
     lead = spectrum.shape[:-3]
     if size < old:
-        start = old // 2 - size // 2
-        window = spectrum[..., start : start + size, start : start + size, start : start + size]
+        window = _cropped_spectrum(spectrum, size)
     else:
         window = np.zeros((*lead, size, size, size), dtype=spectrum.dtype)
         start = size // 2 - old // 2
         window[..., start : start + old, start : start + old, start : start + old] = spectrum
     out = sfft.ifftn(sfft.ifftshift(window, axes=AXES3), axes=AXES3).real
     return (out * (size**3 / old**3)).astype(np.float32)
+
+
+def _cropped_spectrum(spectrum: NDArray[np.complexfloating], size: int) -> NDArray[np.complexfloating]:
+    """Centred crop of an fftshifted full spectrum; for even ``size`` the ``+N/2`` plane is added onto
+    the ``-N/2`` plane (zero-padding splits a Nyquist coefficient between the two, so pad then crop
+    is the identity)."""
+    start = spectrum.shape[-1] // 2 - size // 2
+    window = slice(start, start + size + 1 - size % 2)
+    cropped = spectrum[..., window, window, window]
+    if size % 2 == 0:
+        for axis in AXES3:
+            moved = np.moveaxis(cropped, axis, 0)
+            folded = moved[:-1].copy()
+            folded[0] += moved[-1]
+            cropped = np.moveaxis(folded, 0, axis)
+    return cropped
 
 
 @lru_cache(maxsize=16)

@@ -33,7 +33,7 @@ class SyntheticDataset:
     Attributes
     ----------
     volumes : (n, N, N, N) ndarray of float32
-        The particles, scaled so that the white noise has unit variance per voxel.
+        The particles, scaled to unit variance over the whole data set.
     phantoms : (K, N, N, N) ndarray of float32
         The noise-free class templates (reference frame), on the particles' scale.
     classes : (n,) ndarray of int
@@ -55,11 +55,11 @@ class SyntheticDataset:
 
 
 def make_phantoms(n_classes: int, size: int, seed: int = 0) -> NDArray[np.float32]:
-    """Distinct asymmetric phantoms: a central body with 3 or 4 lobes of different sizes.
+    """Distinct asymmetric phantoms: a central body with 3, 4 or 5 lobes of different sizes.
 
-    Class ``k`` has ``3 + k % 2`` lobes (a different selection of sizes for each class) in random
-    directions at least 72 degrees apart, so no phantom has even an approximate rotational symmetry. Each phantom is centred
-    on its centre of mass, as picked subtomograms are.
+    Class ``k`` has ``3 + k % 3`` lobes (a different selection of sizes for each class) in random
+    directions at least 72 degrees apart, so no phantom has even an approximate rotational symmetry.
+    Each phantom is centred on its centre of mass, as picked subtomograms are.
 
     Parameters
     ----------
@@ -78,7 +78,7 @@ def make_phantoms(n_classes: int, size: int, seed: int = 0) -> NDArray[np.float3
     scale = size / 32.0
     phantoms = np.zeros((n_classes, size, size, size), dtype=np.float64)
     for k in range(n_classes):
-        lobes = np.roll(_LOBES, -k, axis=0)[: 3 + k % 2]
+        lobes = np.roll(_LOBES, -k, axis=0)[: 3 + k % 3]
         directions = _spread_directions(rng, len(lobes))
         centres = np.vstack([np.zeros(3), directions * lobes[:, :1]])
         widths = np.concatenate([[_BODY_WIDTH_PX], lobes[:, 1]])
@@ -150,8 +150,9 @@ def make_dataset(
         particle = np.roll(particle, tuple(-shifts[i, ::-1].astype(int)), axis=(0, 1, 2))
         particle = particle + rng.normal(scale=noise_sigma, size=particle.shape)
         particle = sfft.irfftn(sfft.rfftn(particle, axes=AXES3) * observed, s=(size,) * 3, axes=AXES3)
-        volumes[i] = particle / noise_sigma
-    return SyntheticDataset(volumes, phantoms / noise_sigma, classes, angles, shifts, region)
+        volumes[i] = particle
+    scale = 1.0 / volumes.std()  # unit variance over the data set, as users normalise their particles
+    return SyntheticDataset(volumes * scale, phantoms * scale, classes, angles, shifts, region)
 
 
 def adjusted_rand_index(labels_true: NDArray[np.integer], labels_pred: NDArray[np.integer]) -> float:

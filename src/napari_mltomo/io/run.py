@@ -389,39 +389,13 @@ def read_restart(log_path: str | os.PathLike[str]) -> RestartPoint:
     scale = size / maps.shape[-1]
     iteration = int(log["iterationNumber"][0])
     model = StartModel(
-        references=_downscale_written(maps, size),
+        references=fourier_rescale(maps, size).astype(np.float64),
         fractions=np.asarray(classes["weight"][order], dtype=np.float64),
         sigma_noise=float(log["sigmaNoise"][0]),
         sigma_offset_px=float(log["sigmaOffset"][0]) * scale,
         iteration=iteration,
     )
     return RestartPoint(model, iteration, read_command_line(log_path))
-
-
-def _downscale_written(maps: NDArray[np.float32], size: int) -> NDArray[np.float64]:
-    """Exactly undo the up-scaling of :func:`_write_maps`: ``(K, N0, N0, N0)`` -> ``(K, N, N, N)``.
-
-    Zero-padding an even-sized spectrum splits each Nyquist coefficient into halves at ``-N/2`` and
-    ``+N/2`` of the larger grid (the real part keeps the Hermitian half), so a plain crop would halve the
-    Nyquist planes. Summing every alias of the cropped window instead restores them; for odd ``N`` there
-    is no Nyquist plane and this is a plain crop.
-    """
-    box = maps.shape[-1]
-    if size == box:
-        return maps.astype(np.float64)
-    axes = (-3, -2, -1)
-    spectrum = np.fft.fftshift(np.fft.fftn(maps.astype(np.float64), axes=axes), axes=axes)
-    start = box // 2 - size // 2
-    window = slice(start, start + size + 1 - size % 2)  # with +N/2 for even N
-    cropped = spectrum[..., window, window, window]
-    if size % 2 == 0:
-        for axis in axes:
-            moved = np.moveaxis(cropped, axis, 0)
-            folded = moved[:-1].copy()
-            folded[0] += moved[-1]
-            cropped = np.moveaxis(folded, 0, axis)
-    volumes = np.fft.ifftn(np.fft.ifftshift(cropped, axes=axes), axes=axes).real
-    return volumes * (size**3 / box**3)
 
 
 def _beside(name: str, table_path: Path) -> Path:
