@@ -59,7 +59,7 @@ def _problem(n_particles: int, n_classes: int, ang: float, size: int) -> tuple:
 
 def _estep(references, grid, model, spectra, threads: int, chunk: int) -> tuple[float, float]:
     start = time.perf_counter()
-    bank = ReferenceBank(references, grid.matrices, model.region_masks)
+    bank = ReferenceBank(references, grid.matrices, model.region_masks, threads=threads)
     bank_time = time.perf_counter() - start
     n = len(spectra)
     halves = np.arange(n) % 2

@@ -495,7 +495,7 @@ def _iterate(
         within_resolution=setup.within_resolution,
         significance=params.significance,
     )
-    bank = ReferenceBank(state.references, grid.matrices, setup.masks)
+    bank = ReferenceBank(state.references, grid.matrices, setup.masks, threads=params.threads)
     halves = _rng(params, iteration, 1).integers(0, 2, size=len(data))
     parts = _map_chunks(_estep_task, data, params, [halves, data.region_index, setup, bank, model], client)
     stats = functools.reduce(operator.add, parts)
