@@ -382,6 +382,17 @@ def _correlations(
     return sfft.irfftn(product, s=(size,) * 3, axes=AXES3, overwrite_x=True)
 
 
+def _centre_correlations(maps: NDArray[np.float32]) -> NDArray[np.float64]:
+    """Subtract each map's maximum in place (``(..., T)``) and return the maxima.
+
+    Correlations are large numbers whose differences matter; centring them before they are scaled by
+    ``1/sigma**2`` keeps float32 log-weights accurate near the peak.
+    """
+    peak = maps.max(axis=-1)
+    maps -= peak[..., None]
+    return peak.astype(np.float64)
+
+
 def _half_power_sum(
     chunk: ParticleChunk, bank: ReferenceBank, batch: slice, rows: slice | NDArray[np.intp] = slice(None)
 ) -> NDArray[np.float64]:
@@ -408,6 +419,7 @@ def _summarise_maps(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel
     for rows, batch in _map_batches(*shape):
         maps = _correlations(chunk.spectra[rows], bank.conjugate_spectra[batch], bank.size)
         maps = maps.reshape(*maps.shape[:3], -1)
+        peak_correlation = _centre_correlations(maps)
         weights = maps * inv_var
         weights += log_prior
         top = weights.max(axis=-1)
@@ -416,10 +428,10 @@ def _summarise_maps(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel
         np.exp(weights, out=weights)
         mass = weights.sum(axis=-1).astype(np.float64)
         half_sum = _half_power_sum(chunk, bank, batch, rows)
-        constant = _log_weight_constant(half_sum, bank, model)
+        constant = _log_weight_constant(half_sum, bank, model) + peak_correlation / model.sigma_noise**2
         out["log_mass"][rows, batch] = constant + top + np.log(mass)
         out["peak"][rows, batch] = constant + top
-        mean_correlation = np.einsum("...t,...t->...", weights, maps) / mass
+        mean_correlation = peak_correlation + np.einsum("...t,...t->...", weights, maps) / mass
         out["mean_residual"][rows, batch] = half_sum - mean_correlation
         out["mean_shift_sq"][rows, batch] = (weights @ shift_sq) / mass
     return _MapSummaries(**out, best_shift=best_shift)
@@ -472,8 +484,9 @@ def _backward(
     for a in np.nonzero(significant.any(axis=(0, 2)))[0]:
         rows = np.nonzero(significant[:, a].any(axis=1))[0]
         maps = _correlations(chunk.spectra[rows], bank.conjugate_spectra[a : a + 1], bank.size)[:, 0]
+        peak_correlation = _centre_correlations(maps.reshape(*maps.shape[:2], -1))
         half_sum = _half_power_sum(chunk, bank, slice(a, a + 1), rows)[:, 0]
-        constant = _log_weight_constant(half_sum, bank, model)
+        constant = _log_weight_constant(half_sum, bank, model) + peak_correlation / model.sigma_noise**2
         offset = (constant - log_norm[rows, None]).astype(np.float32)
         weights = np.exp(maps * inv_var + model.log_prior + offset[..., None, None, None])
         weights *= significant[rows, a][..., None, None, None]
