@@ -3,9 +3,9 @@
 Nothing here imports napari or Qt, or reads or writes files.
 """
 
-from napari_mltomo.core.missing import MissingRegion
-from napari_mltomo.core.params import MLParams, ParameterError
-from napari_mltomo.core.refine import MLState, StartModel, SubtomogramSet, iter_refine, run_refine
+from .missing import MissingRegion
+from .params import MLParams, ParameterError
+from .refine import MLState, StartModel, SubtomogramSet, iter_refine, run_refine
 
 __all__ = [
     "MLParams",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from napari_mltomo.core.geometry import euler_to_matrix, matrix_to_euler
+from .geometry import euler_to_matrix, matrix_to_euler
 
 __all__ = [
     "SMALL_ANGLE_DEG",
