@@ -6,7 +6,8 @@ Prints, for 64 particles, 3 classes, ``--ang 20`` (1656 orientations) and a 32-v
   orientations inverse real FFTs of the box, timed here with the same library and precision;
 * the same against a naive per-(particle, orientation, class) loop that rotates and transforms the
   reference for every particle (the original program's structure), extrapolated from a sample;
-* 2 threads against 1, and peak memory.
+* 2 threads against 1 and against a local dask.distributed cluster of 2 single-threaded processes,
+  and peak memory.
 
 Usage: ``python benchmarks/estep.py [--particles 64] [--classes 3] [--ang 20] [--size 32]``.
 """
@@ -57,27 +58,45 @@ def _problem(n_particles: int, n_classes: int, ang: float, size: int) -> tuple:
     return data.phantoms.astype(np.float64), grid, model, spectra
 
 
+def _chunks(spectra, chunk: int) -> list[ParticleChunk]:
+    n = len(spectra)
+    halves = np.arange(n) % 2
+    return [
+        ParticleChunk(
+            np.arange(s, min(s + chunk, n)),
+            spectra[s : s + chunk],
+            np.zeros(min(chunk, n - s), int),
+            halves[s : s + chunk],
+        )
+        for s in range(0, n, chunk)
+    ]
+
+
 def _estep(references, grid, model, spectra, threads: int, chunk: int) -> tuple[float, float]:
     start = time.perf_counter()
     bank = ReferenceBank(references, grid.matrices, model.region_masks, threads=threads)
     bank_time = time.perf_counter() - start
-    n = len(spectra)
-    halves = np.arange(n) % 2
-    tasks = [
-        dask.delayed(estep_chunk)(
-            ParticleChunk(
-                np.arange(s, min(s + chunk, n)),
-                spectra[s : s + chunk],
-                np.zeros(min(chunk, n - s), int),
-                halves[s : s + chunk],
-            ),
-            bank,
-            model,
-        )
-        for s in range(0, n, chunk)
-    ]
+    tasks = [dask.delayed(estep_chunk)(piece, bank, model) for piece in _chunks(spectra, chunk)]
     functools.reduce(operator.add, dask.compute(*tasks, scheduler="threads", num_workers=threads))
     return bank_time, time.perf_counter() - start
+
+
+def _estep_cluster(references, grid, model, spectra, chunk: int) -> float:
+    """E-step seconds on a local cluster of 2 single-threaded worker processes (start-up excluded)."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        start = time.perf_counter()
+        bank = client.scatter(
+            ReferenceBank(references, grid.matrices, model.region_masks, threads=2), broadcast=True
+        )
+        shared_model = client.scatter(model, broadcast=True)
+        futures = client.map(estep_chunk, _chunks(spectra, chunk), bank=bank, model=shared_model)
+        functools.reduce(operator.add, client.gather(futures))
+        return time.perf_counter() - start
 
 
 def _fft_floor(spectra, n_maps: int, size: int) -> float:
@@ -119,6 +138,7 @@ def main() -> None:
     floor = _fft_floor(spectra, n_maps, args.size)
     bank_1, total_1 = _estep(references, grid, model, spectra, threads=1, chunk=args.chunk)
     _, total_2 = _estep(references, grid, model, spectra, threads=2, chunk=args.chunk)
+    cluster = _estep_cluster(references, grid, model, spectra, chunk=args.chunk)
     naive = _naive_per_triple(references, grid, spectra, args.size) * n_maps
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"FFT floor (1 thread)           {floor:8.1f} s")
@@ -130,8 +150,12 @@ def main() -> None:
         f"E-step, 2 threads              {total_2:8.1f} s  = {total_2 / floor:5.2f} x floor, "
         f"speed-up {total_1 / total_2:.2f} over 1 thread"
     )
+    print(
+        f"E-step, dask cluster 2 x 1     {cluster:8.1f} s  = {cluster / floor:5.2f} x floor, "
+        f"{cluster / total_2:.2f} x the 2-thread time"
+    )
     print(f"naive per-triple loop (est.)   {naive:8.1f} s  = {naive / total_1:5.1f} x the E-step (1 thread)")
-    print(f"peak resident memory           {peak_mb:8.0f} MB")
+    print(f"peak resident memory           {peak_mb:8.0f} MB (this process)")
 
 
 if __name__ == "__main__":
