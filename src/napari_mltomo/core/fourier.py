@@ -26,11 +26,6 @@ __all__ = [
 AXES3 = (-3, -2, -1)
 
 
-def half_shape(size: int) -> tuple[int, int, int]:
-    """Shape ``(N, N, N//2 + 1)`` of the half-complex spectrum of an ``N``-cube."""
-    return (size, size, size // 2 + 1)
-
-
 @lru_cache(maxsize=16)
 def signed_frequencies(size: int) -> tuple[NDArray[np.float64], ...]:
     """Signed integer frequencies ``(kz, ky, kx)`` of the half grid, broadcastable to its shape.
