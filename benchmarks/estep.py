@@ -24,6 +24,7 @@ import dask
 import numpy as np
 import scipy.fft as sfft
 
+from napari_mltomo.cli import local_cluster
 from napari_mltomo.core.estep import (
     EStepModel,
     ParticleChunk,
@@ -83,12 +84,9 @@ def _estep(references, grid, model, spectra, threads: int, chunk: int) -> tuple[
 
 def _estep_cluster(references, grid, model, spectra, chunk: int) -> float:
     """E-step seconds on a local cluster of 2 single-threaded worker processes (start-up excluded)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with (
-        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_cluster(2) as cluster, Client(cluster) as client:
         start = time.perf_counter()
         bank = client.scatter(
             ReferenceBank(references, grid.matrices, model.region_masks, threads=2), broadcast=True

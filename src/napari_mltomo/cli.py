@@ -56,8 +56,10 @@ from napari_mltomo.io.run import read_command_line, read_restart, write_final, w
 __all__ = [
     "DEMO_ARGS",
     "DEMO_DATASET",
+    "WORKER_ENVIRONMENT",
     "RunRequest",
     "UsageError",
+    "local_cluster",
     "main",
     "normalise_argv",
     "parse_command",
@@ -622,17 +624,29 @@ def _dask_client(request: RunRequest) -> Iterator[Any]:
     if request.scheduler is None and request.workers is None:
         yield None
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if request.scheduler is not None:
         with Client(request.scheduler) as client:
             yield client
         return
-    with (
-        LocalCluster(n_workers=request.workers, threads_per_worker=1, dashboard_address=None) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_cluster(request.workers) as cluster, Client(cluster) as client:
         yield client
+
+
+#: Environment of local dask worker processes. dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536``,
+#: which turns off glibc's adaptive mmap threshold: every multi-megabyte array the E-step allocates
+#: is then mapped and unmapped anew, and the E-step ran 2.3x slower. Large thresholds restore speed.
+WORKER_ENVIRONMENT = {"MALLOC_TRIM_THRESHOLD_": str(2**30), "MALLOC_MMAP_THRESHOLD_": str(2**26)}
+
+
+def local_cluster(n_workers: int) -> Any:
+    """A ``distributed.LocalCluster`` of single-threaded worker processes with `WORKER_ENVIRONMENT`."""
+    from distributed import LocalCluster
+
+    environment = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENVIRONMENT}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environment}):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=None)
 
 
 class _Progress:
