@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+from napari_mltomo.io import read_volume
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -21,3 +25,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def _folder_contents(folder: Path) -> dict[str, object]:
+    """File name -> voxels (MRC, whose header holds a time stamp) or bytes (anything else)."""
+    return {
+        path.name: read_volume(path) if path.suffix == ".mrc" else path.read_bytes()
+        for path in folder.iterdir()
+        if path.is_file()
+    }
+
+
+@pytest.fixture
+def snapshot() -> Callable[[Path], dict[str, object]]:
+    """A function giving a folder's files, to check that a failed write changed nothing."""
+    return _folder_contents

@@ -556,22 +556,17 @@ def test_run_with_reference_maps(tmp_path: Path, tiny: Path) -> None:
     assert read_star(f"{root}_ref.xmd", "classes")["ref"].tolist() == [1]
 
 
-def _snapshot(folder: Path) -> dict[str, object]:
-    """File name -> voxels (MRC, whose header holds a time stamp) or bytes (anything else)."""
-    return {
-        path.name: read_volume(path) if path.suffix == ".mrc" else path.read_bytes()
-        for path in folder.iterdir()
-        if path.is_file()
-    }
-
-
 def test_interrupted_write_damages_nothing(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny: Path
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tiny: Path,
+    snapshot: Callable[[Path], dict[str, object]],
 ) -> None:
     root = tmp_path / "run"
     argv = [*_inputs(tiny), "--oroot", str(root), "--iter", "1", *RUN_ARGS]
     assert main(argv) == 0
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     original = volumes_module._write_mrc
     calls = []
 
@@ -585,7 +580,7 @@ def test_interrupted_write_damages_nothing(
     monkeypatch.setattr(volumes_module, "_write_mrc", fail_midway)
     assert main(argv) == 1
     assert "No space left on device" in _error_line(capsys)
-    after = _snapshot(tmp_path)
+    after = snapshot(tmp_path)
     assert after.keys() == before.keys()
     for name, content in before.items():
         np.testing.assert_array_equal(after[name], content, err_msg=name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -259,20 +260,14 @@ def test_image_paths_are_relative_to_the_table(
     assert os.path.normpath(resolved) == str(tmp_path / "particles" / "p000007.mrc")
 
 
-def _snapshot(folder: Path) -> dict[str, object]:
-    """File name -> voxels (MRC, whose header holds a time stamp) or bytes (anything else)."""
-    return {
-        path.name: read_volume(path) if path.suffix == ".mrc" else path.read_bytes()
-        for path in folder.iterdir()
-        if path.is_file()
-    }
-
-
 def test_interrupted_write_leaves_no_partial_file(
-    tmp_path: Path, run_states: list[MLState], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    run_states: list[MLState],
+    monkeypatch: pytest.MonkeyPatch,
+    snapshot: Callable[[Path], dict[str, object]],
 ) -> None:
     _write(tmp_path, run_states[1])
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     original = volumes_module._write_mrc
     calls = []
 
@@ -286,7 +281,7 @@ def test_interrupted_write_leaves_no_partial_file(
     monkeypatch.setattr(volumes_module, "_write_mrc", fail_on_third)
     with pytest.raises(OSError, match="No space"):
         _write(tmp_path, run_states[1])
-    after = _snapshot(tmp_path)
+    after = snapshot(tmp_path)
     assert after.keys() == before.keys()
     for name, content in before.items():
         np.testing.assert_array_equal(after[name], content, err_msg=name)

@@ -162,10 +162,16 @@ class EStepModel:
         """Observed components of each region in the particle's own frame, ``(R, N, N, N//2+1)``."""
         return self.rotated_masks(np.eye(3))
 
-    def rotated_masks(self, matrix: NDArray[np.float64]) -> NDArray[np.bool_]:
-        """Observed components of each region after rotating the particle by ``matrix``."""
+    def rotated_masks(
+        self, matrix: NDArray[np.float64], indices: NDArray[np.intp] | None = None
+    ) -> NDArray[np.bool_]:
+        """Observed components of the regions ``indices`` (all if None) after rotating the particle
+        by ``matrix``, ``(n, N, N, N//2+1)``."""
         size = self.within_resolution.shape[0]
-        return region_masks(self.regions, size, self.within_resolution, matrix[None])[0]
+        regions = self.regions
+        if indices is not None and regions:
+            regions = tuple(regions[i] for i in indices)
+        return region_masks(regions, size, self.within_resolution, matrix[None])[0]
 
     @cached_property
     def observed_counts(self) -> NDArray[np.float64]:
@@ -495,8 +501,7 @@ def _backward(
         grouped = np.einsum("gr,rk...->gk...", one_hot[:, rows], shifted.astype(np.complex128))
         masses = one_hot[:, rows] @ weights.sum(axis=(2, 3, 4), dtype=np.float64)  # (2R, K)
         class_weights += masses.sum(axis=0)
-        masks = model.rotated_masks(bank.matrices[a])
-        _add_rotated(sums, coverage, grouped, masses, bank.matrices[a], masks)
+        _add_rotated(sums, coverage, grouped, masses, bank.matrices[a], model)
     return sums, coverage, class_weights
 
 
@@ -506,21 +511,22 @@ def _add_rotated(
     grouped: NDArray[np.complex128],
     masses: NDArray[np.float64],
     matrix: NDArray[np.float64],
-    rotated_masks: NDArray[np.bool_],
+    model: EStepModel,
 ) -> None:
     """Rotate the (region, half) sums of one orientation into the reference frame and add them.
 
-    ``grouped`` is ``(2R, K, N, N, N//2+1)``, indexed by ``2 * region + half``; ``rotated_masks`` are the
-    regions' masks in the reference frame, ``(R, N, N, N//2+1)``.
+    ``grouped`` is ``(2R, K, N, N, N//2+1)``, indexed by ``2 * region + half``; each sum is re-masked
+    with its region rotated into the reference frame, computed only for the regions present.
     """
-    size = rotated_masks.shape[1]
+    size = model.within_resolution.shape[0]
     live = np.nonzero(masses.any(axis=1))[0]
+    present = np.unique(live // 2)
+    masks = dict(zip(present.tolist(), model.rotated_masks(matrix, present), strict=True))
     volumes = sfft.irfftn(grouped[live], s=(size,) * 3, axes=AXES3)
     volumes = flatten_outside_sphere(volumes)
     volumes = rotation_stencil(matrix, size).apply(volumes, volumes[..., 0, 0, 0])
     spectra = sfft.rfftn(volumes, axes=AXES3)
     for slot, g in enumerate(live):
         region, half = divmod(int(g), 2)
-        mask = rotated_masks[region]
-        sums[half] += spectra[slot] * mask
-        coverage[half] += masses[g][:, None, None, None] * mask
+        sums[half] += spectra[slot] * masks[region]
+        coverage[half] += masses[g][:, None, None, None] * masks[region]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 __all__ = ["MLParams", "ParameterError"]
 
@@ -95,11 +95,6 @@ class MLParams:
         """Strength of the pull towards the mean reference at ``iteration`` (0 at start-up)."""
         step = (self.reg0 - self.regf) / self.reg_steps
         return max(self.reg0 - iteration * step, self.regf)
-
-    @classmethod
-    def option_names(cls) -> tuple[str, ...]:
-        """Names of every field, in declaration order."""
-        return tuple(f.name for f in fields(cls))
 
 
 def _require(condition: bool, option: str, message: str) -> None:

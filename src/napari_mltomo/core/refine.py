@@ -413,8 +413,10 @@ def _average_chunk(
         particle = sfft.irfftn(shifted, s=(size,) * 3, axes=AXES3)
         aligned = rotation_stencil(matrices[i], size).apply(particle, 0.0)
         sums[halves[i], classes[i]] += aligned
-        mask = region_masks(regions, size, setup.within_resolution, matrices[i][None])[0]
-        coverage[halves[i], classes[i]] += mask[region_index[i]]
+        own_region = regions[region_index[i] : region_index[i] + 1]  # () without missing regions
+        coverage[halves[i], classes[i]] += region_masks(
+            own_region, size, setup.within_resolution, matrices[i][None]
+        )[0, 0]
     return sums, coverage
 
 
