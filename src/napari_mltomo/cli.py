@@ -37,7 +37,12 @@ from napari_mltomo.core.refine import (
     iter_refine,
     prepare_references,
 )
-from napari_mltomo.core.synthetic import adjusted_rand_index, make_dataset, orientation_errors_deg
+from napari_mltomo.core.synthetic import (
+    adjusted_rand_index,
+    class_orientation_errors_deg,
+    make_dataset,
+    orientation_errors_deg,
+)
 from napari_mltomo.io import (
     MetaData,
     MetadataError,
@@ -780,7 +785,8 @@ def run_demo(argv: Sequence[str]) -> int:
     The data set is ``make_dataset(**DEMO_DATASET)``, written as real files (``DIR/particles/*.mrc``,
     ``DIR/images.xmd``, ``DIR/wedges.xmd`` and the ground truth ``DIR/truth.xmd``); the refinement is
     ``ml_tomo -i DIR/images.xmd --missing DIR/wedges.xmd --oroot DIR/run/demo`` plus `DEMO_ARGS`. Prints
-    the adjusted Rand index of the classes, the median pairwise orientation error and the wall time.
+    the adjusted Rand index of the classes, the median pairwise orientation error (overall and for each
+    true class) and the wall time.
 
     Returns
     -------
@@ -837,8 +843,13 @@ def _print_demo_scores(truth: MetaData, result: MetaData, seconds: float) -> Non
     assert true_angles is not None and found_angles is not None
     ari = adjusted_rand_index(truth["ref"], result["ref"])
     errors = orientation_errors_deg(found_angles, true_angles, truth["ref"])
+    per_class = class_orientation_errors_deg(found_angles, true_angles, truth["ref"])
+    labels, counts = np.unique(truth["ref"], return_counts=True)
     step = DEMO_ARGS[DEMO_ARGS.index("--ang") + 1]
-    print(f"particles: {len(truth)} in {len(np.unique(truth['ref']))} classes")
+    print(f"particles: {len(truth)} in {len(labels)} classes")
     print(f"adjusted Rand index of the classes: {ari:.3f}")
     print(f"median pairwise orientation error: {np.median(errors):.1f} deg (angular step {step} deg)")
+    for label, count in zip(labels, counts, strict=True):
+        median = np.median(per_class[int(label)])
+        print(f"class {label}: median pairwise orientation error {median:.1f} deg ({count} particles)")
     print(f"wall time: {seconds:.1f} s")
