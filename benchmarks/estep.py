@@ -33,7 +33,7 @@ from napari_mltomo.core.estep import (
     translation_log_prior,
 )
 from napari_mltomo.core.fourier import resolution_masks
-from napari_mltomo.core.geometry import rotation_stencil
+from napari_mltomo.core.geometry import rotate_volumes
 from napari_mltomo.core.sampling import orientation_grid
 from napari_mltomo.core.synthetic import make_dataset
 
@@ -112,7 +112,7 @@ def _naive_per_triple(references, grid, spectra, size: int, samples: int = 60) -
     start = time.perf_counter()
     for a in range(samples):
         matrix = grid.matrices[a]
-        rotated = rotation_stencil(matrix.T, size).apply(references[0], references[0, 0, 0, 0])
+        rotated = rotate_volumes(references[0], matrix.T)
         spectrum = sfft.rfftn(rotated)
         correlation = sfft.irfftn(spectra[0] * spectrum.conj(), s=(size,) * 3)
         np.exp(correlation - correlation.max()).sum()

@@ -25,7 +25,14 @@ from numpy.typing import NDArray
 from scipy.special import logsumexp
 
 from .fourier import AXES3, half_grid_weights, parseval_norms
-from .geometry import flatten_outside_sphere, rotation_stencil
+from .geometry import (
+    fourier_stencil,
+    oversampled_masks,
+    oversampled_spectra,
+    rotate_masks,
+    rotate_spectra,
+    zero_outside_sphere,
+)
 from .missing import MissingRegion, region_masks
 
 __all__ = [
@@ -50,9 +57,8 @@ _BANK_BATCH = 32
 class ReferenceBank:
     """References rotated into each orientation of the grid, as half-grid spectra.
 
-    ``conjugate_spectra[a, k]`` is the complex conjugate of the spectrum of ``c_ka Rot[A_a^T] A_k``
-    (fill: the reference's corner voxel), where ``c_ka`` keeps the power of each class equal to its
-    power in orientation 0.
+    ``conjugate_spectra[a, k]`` is the complex conjugate of the spectrum of ``Rot[A_a^T] A_k``, rotated
+    in Fourier space on a 2x oversampled grid (:func:`~napari_mltomo.core.geometry.fourier_stencil`).
     ``norms[a, k, m]`` is its squared real-space norm inside missing region ``m`` (Parseval).
 
     Parameters
@@ -75,16 +81,15 @@ class ReferenceBank:
 
     def __post_init__(self) -> None:
         size = self.references.shape[-1]
-        references = self.references.astype(np.float32)
-        corners = references[:, 0, 0, 0]
-        base_power = _power(rotation_stencil(self.matrices[0].T, size).apply(references, corners))
+        inside, _ = zero_outside_sphere(self.references)
+        oversampled = oversampled_spectra(inside.astype(np.float32))
         spectra = np.empty(
-            (len(self.matrices), len(references), *self.region_masks.shape[1:]), dtype=np.complex64
+            (len(self.matrices), len(self.references), *self.region_masks.shape[1:]), dtype=np.complex64
         )
 
         def fill(start: int) -> None:
-            matrices = self.matrices[start : start + _BANK_BATCH]
-            spectra[start : start + len(matrices)] = _rotated_spectra(references, matrices, base_power)
+            for a in range(start, min(start + _BANK_BATCH, len(self.matrices))):
+                spectra[a] = fourier_stencil(self.matrices[a].T, size).apply(oversampled).conj()
 
         starts = range(0, len(self.matrices), _BANK_BATCH)
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
@@ -99,24 +104,6 @@ class ReferenceBank:
 
     def __len__(self) -> int:
         return len(self.matrices)
-
-
-def _rotated_spectra(
-    references: NDArray[np.float32], matrices: NDArray[np.float64], base_power: NDArray[np.float64]
-) -> NDArray[np.complex64]:
-    """Conjugate spectra of ``c_ka Rot[A_a^T] A_k`` for a batch of orientations, ``(b, K, N, N, N//2+1)``."""
-    size = references.shape[-1]
-    corners = references[:, 0, 0, 0]
-    rotated = np.stack([rotation_stencil(matrix.T, size).apply(references, corners) for matrix in matrices])
-    power = _power(rotated)
-    scale = np.sqrt(np.divide(base_power, power, out=np.ones_like(power), where=power > 0))
-    rotated *= scale[..., None, None, None].astype(np.float32)
-    return sfft.rfftn(rotated, axes=AXES3).conj()
-
-
-def _power(volumes: NDArray[np.floating]) -> NDArray[np.float64]:
-    """Real-space sum of squares of ``(..., N, N, N)`` volumes."""
-    return np.sum(np.square(volumes, dtype=np.float64), axis=(-3, -2, -1))
 
 
 def _masked_norms(spectra: NDArray, masks: NDArray[np.bool_], size: int) -> NDArray[np.float64]:
@@ -172,6 +159,11 @@ class EStepModel:
         if indices is not None and regions:
             regions = tuple(regions[i] for i in indices)
         return region_masks(regions, size, self.within_resolution, matrix[None])[0]
+
+    @cached_property
+    def oversampled_region_masks(self) -> NDArray[np.complexfloating]:
+        """:func:`~napari_mltomo.core.geometry.oversampled_masks` of each region, ``(R, 2N, 2N, N+1)``."""
+        return oversampled_masks(self.region_masks.astype(np.float64))
 
     @cached_property
     def observed_counts(self) -> NDArray[np.float64]:
@@ -253,6 +245,8 @@ class SufficientStats:
         Posterior mass of each class (significant pairs).
     noise_sum, offset_sum, pmax_sum, log_likelihood : float
         ``sum_i 2 E[d]``, ``sum_i E[|t|**2]``, ``sum_i Pmax_i`` and ``sum_i LL_i``.
+    observed_components : float
+        ``sum_i n_m(i)``: observed Fourier components of the particles (full grid, particle frame).
     particles : ParticleResults
     """
 
@@ -263,6 +257,7 @@ class SufficientStats:
     offset_sum: float
     pmax_sum: float
     log_likelihood: float
+    observed_components: float
     particles: ParticleResults
 
     def __add__(self, other: SufficientStats) -> SufficientStats:
@@ -274,6 +269,7 @@ class SufficientStats:
             offset_sum=self.offset_sum + other.offset_sum,
             pmax_sum=self.pmax_sum + other.pmax_sum,
             log_likelihood=self.log_likelihood + other.log_likelihood,
+            observed_components=self.observed_components + other.observed_components,
             particles=ParticleResults.concatenate([self.particles, other.particles]),
         )
 
@@ -361,6 +357,7 @@ def estep_chunk(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel) ->
         offset_sum=float(np.sum(posterior * summaries.mean_shift_sq)),
         pmax_sum=float(results.pmax.sum()),
         log_likelihood=float(results.log_likelihood.sum()),
+        observed_components=float(model.observed_counts[chunk.regions].sum()),
         particles=results,
     )
 
@@ -515,18 +512,19 @@ def _add_rotated(
 ) -> None:
     """Rotate the (region, half) sums of one orientation into the reference frame and add them.
 
-    ``grouped`` is ``(2R, K, N, N, N//2+1)``, indexed by ``2 * region + half``; each sum is re-masked
-    with its region rotated into the reference frame, computed only for the regions present.
+    ``grouped`` is ``(2R, K, N, N, N//2+1)``, indexed by ``2 * region + half``. The sums and the masks of
+    the regions present are rotated by the same Fourier-space interpolation, so the coverage matches
+    the data at the edges of each missing region.
     """
     size = model.within_resolution.shape[0]
     live = np.nonzero(masses.any(axis=1))[0]
     present = np.unique(live // 2)
-    masks = dict(zip(present.tolist(), model.rotated_masks(matrix, present), strict=True))
-    volumes = sfft.irfftn(grouped[live], s=(size,) * 3, axes=AXES3)
-    volumes = flatten_outside_sphere(volumes)
-    volumes = rotation_stencil(matrix, size).apply(volumes, volumes[..., 0, 0, 0])
-    spectra = sfft.rfftn(volumes, axes=AXES3)
+    stencil = fourier_stencil(matrix, size)
+    rotated = dict(
+        zip(present.tolist(), rotate_masks(model.oversampled_region_masks[present], stencil), strict=True)
+    )
+    spectra = rotate_spectra(grouped[live], stencil)
     for slot, g in enumerate(live):
         region, half = divmod(int(g), 2)
-        sums[half] += spectra[slot] * masks[region]
-        coverage[half] += masses[g][:, None, None, None] * masks[region]
+        sums[half] += spectra[slot]
+        coverage[half] += masses[g][:, None, None, None] * rotated[region]

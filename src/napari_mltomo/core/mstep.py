@@ -85,7 +85,8 @@ def update_sigma_noise(
     """White-noise standard deviation with the missing components imputed.
 
     ``sigma^2 <- [sigma^2 (n F - W) + sum_i 2 E[d_i]] / (n F)`` where ``F`` is the number of components
-    within the resolution limit, ``n`` the number of particles and ``W`` the total observed coverage.
+    within the resolution limit, ``n`` the number of particles and ``W`` the number of observed
+    components summed over the particles (``stats.observed_components``).
 
     Parameters
     ----------
@@ -97,7 +98,7 @@ def update_sigma_noise(
     impute_iter : int
     """
     total = stats.n_particles * observed_per_particle
-    covered = float(full_grid_sum(stats.coverage).sum())
+    covered = stats.observed_components
     variance = sigma**2
     for _ in range(impute_iter):
         variance = (variance * (total - covered) + stats.noise_sum) / total

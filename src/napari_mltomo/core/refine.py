@@ -28,7 +28,14 @@ from .estep import (
     translation_log_prior,
 )
 from .fourier import AXES3, fourier_rescale, resolution_from_fsc, resolution_masks
-from .geometry import euler_to_matrix, flatten_outside_sphere, rotation_stencil
+from .geometry import (
+    euler_to_matrix,
+    flatten_outside_sphere,
+    fourier_stencil,
+    oversampled_masks,
+    rotate_masks,
+    rotate_spectra,
+)
 from .missing import MissingRegion, region_masks
 from .mstep import (
     class_fsc,
@@ -372,14 +379,13 @@ def _random_references(
             matrices,
             shifts,
             data.region_index,
-            data.regions,
             setup,
             params.n_classes,
         ],
         client,
     )
     sums, coverage = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    spectra = sfft.rfftn(sums.sum(axis=0), axes=AXES3)
+    spectra = sums.sum(axis=0)
     weight = coverage.sum(axis=0)
     spectra = np.where(weight > params.noimp_threshold, spectra / np.maximum(weight, 1e-300), 0.0)
     return postprocess(spectra, setup.soft_mask)
@@ -399,24 +405,24 @@ def _average_chunk(
     matrices: NDArray[np.float64],
     shifts: NDArray[np.float64],
     region_index: NDArray[np.intp],
-    regions: tuple[MissingRegion, ...],
     setup: _Setup,
     n_classes: int,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Sums of the chunk's particles aligned by the given transforms, per half and class."""
+    """Spectra of the sums of the chunk's particles aligned by the given transforms, per half and class.
+
+    Each particle is shifted and rotated in Fourier space; its observed-region mask is rotated by the
+    same interpolation and added to the coverage (as in the E-step's backward pass).
+    """
     spectra = _observed_particles(volumes, indices, region_index, setup)
     size = setup.size
-    sums = np.zeros((2, n_classes, size, size, size))
+    masks = oversampled_masks(setup.masks.astype(np.float64))
+    sums = np.zeros((2, n_classes, *setup.masks.shape[1:]), dtype=np.complex128)
     coverage = np.zeros((2, n_classes, *setup.masks.shape[1:]))
     for row, i in enumerate(indices):
-        shifted = spectra[row] * _phase_shift(shifts[i], size)
-        particle = sfft.irfftn(shifted, s=(size,) * 3, axes=AXES3)
-        aligned = rotation_stencil(matrices[i], size).apply(particle, 0.0)
-        sums[halves[i], classes[i]] += aligned
-        own_region = regions[region_index[i] : region_index[i] + 1]  # () without missing regions
-        coverage[halves[i], classes[i]] += region_masks(
-            own_region, size, setup.within_resolution, matrices[i][None]
-        )[0, 0]
+        stencil = fourier_stencil(matrices[i], size)
+        shifted = spectra[row].astype(np.complex128) * _phase_shift(shifts[i], size)
+        sums[halves[i], classes[i]] += rotate_spectra(shifted, stencil)
+        coverage[halves[i], classes[i]] += rotate_masks(masks[region_index[i]], stencil)
     return sums, coverage
 
 
