@@ -147,18 +147,8 @@ class EStepModel:
     @cached_property
     def region_masks(self) -> NDArray[np.bool_]:
         """Observed components of each region in the particle's own frame, ``(R, N, N, N//2+1)``."""
-        return self.rotated_masks(np.eye(3))
-
-    def rotated_masks(
-        self, matrix: NDArray[np.float64], indices: NDArray[np.intp] | None = None
-    ) -> NDArray[np.bool_]:
-        """Observed components of the regions ``indices`` (all if None) after rotating the particle
-        by ``matrix``, ``(n, N, N, N//2+1)``."""
         size = self.within_resolution.shape[0]
-        regions = self.regions
-        if indices is not None and regions:
-            regions = tuple(regions[i] for i in indices)
-        return region_masks(regions, size, self.within_resolution, matrix[None])[0]
+        return region_masks(self.regions, size, self.within_resolution)[0]
 
     @cached_property
     def oversampled_region_masks(self) -> NDArray[np.complexfloating]:

@@ -216,7 +216,7 @@ def rotate_spectra(spectra: NDArray[np.complexfloating], stencil: FourierStencil
     The spectra are interpolated as those of volumes that fill the box about the centre voxel (no
     flattening), the form that weighted particle sums masked by a missing region take.
     """
-    return stencil.apply(rotate_spectra_input(spectra))
+    return stencil.apply(_box_oversampled(spectra))
 
 
 def oversampled_masks(masks: NDArray[np.floating]) -> NDArray[np.complexfloating]:
@@ -227,7 +227,7 @@ def oversampled_masks(masks: NDArray[np.floating]) -> NDArray[np.complexfloating
     a rotated masked spectrum to its rotated mask is then unbiased at the mask's edges.
     """
     size = masks.shape[-2]
-    return rotate_spectra_input(masks * _centre_phase(size))
+    return _box_oversampled(masks * _centre_phase(size))
 
 
 def rotate_masks(oversampled: NDArray[np.complexfloating], stencil: FourierStencil) -> NDArray[np.float64]:
@@ -236,7 +236,7 @@ def rotate_masks(oversampled: NDArray[np.complexfloating], stencil: FourierStenc
     return (stencil.apply(oversampled) * _centre_phase(stencil.size).conj()).real.astype(np.float64)
 
 
-def rotate_spectra_input(spectra: NDArray[np.complexfloating]) -> NDArray[np.complexfloating]:
+def _box_oversampled(spectra: NDArray[np.complexfloating]) -> NDArray[np.complexfloating]:
     """The oversampled spectra :func:`rotate_spectra` interpolates, ``(..., 2N, 2N, N+1)``."""
     size = spectra.shape[-2]
     return oversampled_spectra(sfft.irfftn(spectra, s=(size,) * 3, axes=(-3, -2, -1)))
