@@ -21,6 +21,8 @@ from napari_mltomo.core.geometry import (
     centred_coordinates,
     euler_to_matrix,
     flatten_outside_sphere,
+    fourier_stencil,
+    rotate_spectra,
     rotate_volumes,
     sphere_mask,
 )
@@ -192,6 +194,18 @@ def test_rotation_is_active() -> None:
     rz90 = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     rotated = rotate_volumes(volume, rz90)
     assert np.unravel_index(rotated.argmax(), rotated.shape) == (N // 2, N // 2 + 4, N // 2)
+
+
+def test_rotated_sums_keep_only_the_ball() -> None:
+    """What lies outside the ball (the noise in the corners of a particle's box) does not reach a weighted
+    sum rotated into the reference frame; sampled on the N-grid, it would wrap round into the ball."""
+    outside = ~sphere_mask(N)
+    corners = np.zeros((N, N, N))
+    corners[outside] = np.random.default_rng(2).normal(size=outside.sum())
+    corners[outside] -= corners[outside].mean()
+    stencil = fourier_stencil(euler_to_matrix(30.0, 40.0, 50.0), N)
+    rotated = sfft.irfftn(rotate_spectra(sfft.rfftn(corners), stencil), s=(N,) * 3)
+    assert np.sum(rotated**2) < 1e-20 * np.sum(corners**2)
 
 
 def test_flatten_outside_sphere_sets_outside_mean() -> None:

@@ -211,35 +211,32 @@ def _gridding_correction(size: int) -> NDArray[np.float32]:
 
 
 def rotate_spectra(spectra: NDArray[np.complexfloating], stencil: FourierStencil) -> NDArray:
-    """Rotate volumes given by their ``rfftn`` spectra ``(..., N, N, N//2+1)``, whole box included.
+    """Rotate volumes given by their ``rfftn`` spectra ``(..., N, N, N//2+1)``, inside the ball only.
 
-    The spectra are interpolated as those of volumes that fill the box about the centre voxel (no
-    flattening), the form that weighted particle sums masked by a missing region take.
+    Each volume is flattened outside the ball first (:func:`zero_outside_sphere`), as the references
+    are: the rotated spectrum is sampled on the ``N``-grid, so anything beyond the ball (the corners
+    of a particle's box) would otherwise wrap round the box into the rotated volume.
     """
-    return stencil.apply(_box_oversampled(spectra))
+    size = spectra.shape[-2]
+    inside, _ = zero_outside_sphere(sfft.irfftn(spectra, s=(size,) * 3, axes=(-3, -2, -1)))
+    return stencil.apply(oversampled_spectra(inside))
 
 
 def oversampled_masks(masks: NDArray[np.floating]) -> NDArray[np.complexfloating]:
     """Oversampled spectra of ``(..., N, N, N//2+1)`` Fourier masks for :func:`rotate_masks`.
 
-    A mask is treated as the spectrum of a point-spread function at the centre voxel, so that it is
-    interpolated exactly as :func:`rotate_spectra` interpolates the spectra it multiplies; the ratio of
-    a rotated masked spectrum to its rotated mask is then unbiased at the mask's edges.
+    A mask is treated as the spectrum of a point-spread function at the centre voxel (the whole box
+    kept), so that it is interpolated by the same stencil as the spectra it multiplies; the ratio of a
+    rotated masked spectrum to its rotated mask is then unbiased at the mask's edges.
     """
     size = masks.shape[-2]
-    return _box_oversampled(masks * _centre_phase(size))
+    return oversampled_spectra(sfft.irfftn(masks * _centre_phase(size), s=(size,) * 3, axes=(-3, -2, -1)))
 
 
 def rotate_masks(oversampled: NDArray[np.complexfloating], stencil: FourierStencil) -> NDArray[np.float64]:
     """Rotated Fourier masks ``(..., N, N, N//2+1)`` from :func:`oversampled_masks` output (real,
     fractional at the edges)."""
     return (stencil.apply(oversampled) * _centre_phase(stencil.size).conj()).real.astype(np.float64)
-
-
-def _box_oversampled(spectra: NDArray[np.complexfloating]) -> NDArray[np.complexfloating]:
-    """The oversampled spectra :func:`rotate_spectra` interpolates, ``(..., 2N, 2N, N+1)``."""
-    size = spectra.shape[-2]
-    return oversampled_spectra(sfft.irfftn(spectra, s=(size,) * 3, axes=(-3, -2, -1)))
 
 
 def rotate_volumes(volumes: NDArray[np.floating], matrix: ArrayLike) -> NDArray[np.float64]:
