@@ -211,7 +211,8 @@ def test_options_reach_the_parameters(tiny: Path) -> None:
          "--reg0", "5", "--regF", "1", "--reg_steps", "3", "--impute_iter", "2", "--noimp_threshold", "0.5",
          "--noise", "2", "--offset", "4", "--fix_sigma_noise", "--fix_sigma_offset", "--fix_fractions",
          "--frac", "0.25,0.75", "--keep_angles", "--doc", str(tiny / "angles.xmd"), "--eps", "1e-4",
-         "--pixel_size", "3.5", "--thr", "3", "--chunk", "5", "--seed", "9", "--quiet", "--perturb"]
+         "--pixel_size", "3.5", "--thr", "3", "--chunk", "5", "--seed", "9", "--quiet", "--perturb",
+         "--escape", "2"]
     )  # fmt: skip
     params = request.params
     expected = dict(
@@ -220,6 +221,7 @@ def test_options_reach_the_parameters(tiny: Path) -> None:
         impute_iter=2, noimp_threshold=0.5, noise_sigma=2.0, offset_sigma_px=4.0, fix_sigma_noise=True,
         fix_sigma_offset=True, fix_fractions=True, fractions=(0.25, 0.75), keep_angles=True, eps=1e-4,
         pixel_size_A=3.5, threads=3, chunk_size=5, seed=9, perturb=True, small_angle=True,
+        escape=0,  # --keep_angles turns the trap escape off
     )  # fmt: skip
     assert {name: getattr(params, name) for name in expected} == expected
     assert (request.size, request.box_size, request.quiet) == (8, TINY_BOX, True)
@@ -231,6 +233,7 @@ def test_defaults(tiny: Path) -> None:
     assert (params.max_iter, params.ang_deg, params.dim, params.psi_sampling_deg) == (25, 10.0, None, None)
     assert (params.chunk_size, params.threads, params.seed, params.reg_steps) == (16, 1, 0, 5)
     assert (params.noise_sigma, params.offset_sigma_px, params.eps, params.maxres) == (1.0, 3.0, 5e-5, 0.5)
+    assert params.escape == 5
     assert request.oroot == Path("mltomo")
     assert (request.workers, request.scheduler, request.restart) == (None, None, None)
     assert params.pixel_size_A == 1.0  # from the particle headers
@@ -433,6 +436,7 @@ BAD_INPUTS = {
     "--keep_angles without angles": (_args("--nref", "1", "--keep_angles"), "--keep_angles"),
     "--workers with --scheduler": (_args("--nref", "1", "--workers", "2", "--scheduler", "x:1"), "--workers"),
     "--regF above --reg0": (_args("--nref", "1", "--regF", "2"), "--regF"),
+    "--escape negative": (_args("--nref", "1", "--escape", "-1"), "--escape"),
     "--restart of a missing log": (_args("--nref", "1", "--restart", "nolog.xmd"), "nolog.xmd"),
 }
 
@@ -540,6 +544,7 @@ def test_progress_lines(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny
     assert "8 particles" in lines[0]
     assert [line for line in lines if "iteration 1/2" in line and "LL" in line and "pMax" in line]
     assert [line for line in lines if "iteration 2/2" in line and "fractions" in line]
+    assert [line for line in lines if "start-up step 5" in line and "temperature 1" in line]
     assert captured.out == ""
 
 

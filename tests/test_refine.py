@@ -18,7 +18,15 @@ from napari_mltomo.core.mstep import (
     update_sigma_noise,
 )
 from napari_mltomo.core.params import MLParams, ParameterError
-from napari_mltomo.core.refine import MLState, StartModel, SubtomogramSet, iter_refine, run_refine
+from napari_mltomo.core.refine import (
+    STARTUP_SIZE,
+    STARTUP_TEMPERATURE,
+    MLState,
+    StartModel,
+    SubtomogramSet,
+    iter_refine,
+    run_refine,
+)
 from napari_mltomo.core.synthetic import adjusted_rand_index, make_dataset, orientation_errors_deg
 
 SIZE = 16
@@ -62,9 +70,7 @@ def test_refinement_from_noisy_true_references_recovers_classes_orientations_and
 
 def test_reference_free_alignment_of_one_class_converges() -> None:
     data = make_dataset(30, 1, 32, snr=2.0, max_shift_px=2, seed=2)
-    params = MLParams(
-        n_classes=1, max_iter=8, ang_deg=20.0, dim=SIZE, noise_sigma=3.0, threads=2, chunk_size=8, seed=2
-    )
+    params = MLParams(n_classes=1, max_iter=8, ang_deg=20.0, dim=SIZE, threads=2, chunk_size=8, seed=2)
     state = run_refine(_subtomograms(data), params)
     _, median_error = _scores(state, data)
     assert median_error <= 20.0
@@ -72,7 +78,9 @@ def test_reference_free_alignment_of_one_class_converges() -> None:
 
 def test_refinement_is_deterministic_and_independent_of_chunking(three_classes) -> None:
     data = three_classes
-    params = MLParams(n_classes=2, max_iter=1, ang_deg=30.0, dim=SIZE, threads=1, chunk_size=30, seed=7)
+    params = MLParams(
+        n_classes=2, max_iter=2, ang_deg=30.0, dim=SIZE, escape=2, threads=1, chunk_size=30, seed=7
+    )
     first = run_refine(_subtomograms(data), params)
     second = run_refine(_subtomograms(data), replace(params, chunk_size=7, threads=2))
     np.testing.assert_allclose(first.references, second.references, rtol=1e-6, atol=1e-9)
@@ -82,7 +90,7 @@ def test_refinement_is_deterministic_and_independent_of_chunking(three_classes) 
 
 
 def test_generator_yields_start_then_each_iteration_and_stops_when_converged(three_classes) -> None:
-    params = MLParams(n_classes=1, max_iter=3, ang_deg=40.0, dim=SIZE, eps=100.0, seed=0)
+    params = MLParams(n_classes=1, max_iter=3, ang_deg=40.0, dim=SIZE, eps=100.0, escape=0, seed=0)
     states = list(iter_refine(_subtomograms(three_classes), params))
     assert [s.iteration for s in states] == [0, 1]  # eps = 100 converges after the first iteration
     assert states[0].stats is None and states[1].converged
@@ -196,3 +204,27 @@ def test_loglikelihood_does_not_fall_from_the_true_references_without_shifts() -
     states = list(iter_refine(_subtomograms(data), params, StartModel(references=references)))
     values = np.array([state.log_likelihood for state in states[1:]])
     assert np.all(np.diff(values) >= -1e-6 * np.abs(values[:-1])), values
+
+
+def test_startup_anneals_at_a_small_box_and_hands_over_at_full_size() -> None:
+    data = make_dataset(4, 2, 24, snr=1.0, seed=1)
+    params = MLParams(n_classes=2, max_iter=1, ang_deg=40.0, escape=3, seed=1)
+    states = list(iter_refine(_subtomograms(data), params))
+    startup = states[:3]
+    assert [state.startup_step for state in startup] == [1, 2, 3]
+    assert [state.size for state in startup] == [STARTUP_SIZE] * 3
+    temperatures = [state.temperature for state in startup]
+    np.testing.assert_allclose(temperatures, [STARTUP_TEMPERATURE, STARTUP_TEMPERATURE**0.5, 1.0])
+    assert startup[0].mean_pmax < startup[2].mean_pmax  # soft posteriors first
+    assert [(state.startup_step, state.iteration, state.size) for state in states[3:]] == [
+        (0, 0, 24),
+        (0, 1, 24),
+    ]
+
+
+def test_startup_is_skipped_when_turned_off_or_given_references(three_classes) -> None:
+    params = MLParams(n_classes=3, max_iter=1, ang_deg=40.0, dim=SIZE, seed=1)
+    references = fourier_rescale(three_classes.phantoms, SIZE).astype(np.float64)
+    given = list(iter_refine(_subtomograms(three_classes), params, StartModel(references=references)))
+    off = list(iter_refine(_subtomograms(three_classes), replace(params, escape=0)))
+    assert [state.iteration for state in given] == [0, 1] == [state.iteration for state in off]

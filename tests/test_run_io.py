@@ -48,7 +48,7 @@ def run_states(request: pytest.FixtureRequest) -> list[MLState]:
     params = MLParams(
         n_classes=2, max_iter=2, ang_deg=40.0, dim=request.param, reg0=2.0, regf=0.0, reg_steps=2, seed=0
     )
-    return list(iter_refine(data, params))
+    return [state for state in iter_refine(data, params) if not state.startup_step]
 
 
 def _images() -> MetaData:
@@ -76,7 +76,8 @@ def test_starting_model_writes_references_only(tmp_path: Path, run_states: list[
     assert {path.name for path in tmp_path.iterdir()} == expected
     classes = read_star(tmp_path / "run_it000000_ref.xmd", "classes")
     assert set(classes.labels) == {"image", "enabled", "ref", "weight"}
-    np.testing.assert_allclose(classes["weight"], [0.5, 0.5])
+    np.testing.assert_allclose(classes["weight"], run_states[0].fractions, rtol=1e-5)  # from the start-up
+    assert classes["weight"].sum() == pytest.approx(1.0)
 
 
 def test_iteration_file_names(tmp_path: Path, run_states: list[MLState]) -> None:

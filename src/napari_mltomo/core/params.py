@@ -49,6 +49,7 @@ class MLParams:
     chunk_size: int = 32
     seed: int = 0
     significance: float = 1e-8
+    escape: int = 5
 
     def __post_init__(self) -> None:
         _require(self.n_classes >= 1, "--nref", f"must be at least 1, got {self.n_classes}")
@@ -79,6 +80,7 @@ class MLParams:
         _require(self.pixel_size_A > 0, "--pixel_size", f"must be > 0, got {self.pixel_size_A}")
         _require(self.threads >= 1, "--thr", f"must be >= 1, got {self.threads}")
         _require(self.chunk_size >= 1, "--chunk", f"must be >= 1, got {self.chunk_size}")
+        _require(self.escape >= 0, "--escape", f"must be >= 0, got {self.escape}")
         if self.fractions is not None:
             _require(
                 len(self.fractions) == self.n_classes,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dask
@@ -133,6 +133,8 @@ class MLState:
     """The model after one iteration (or the starting model at ``iteration = istart - 1``).
 
     Internal sizes: references are ``(K, N, N, N)`` at the internal box size ``N``; ``scale = N / N0``.
+    States of the low-resolution start have ``startup_step`` 1, 2, ... and the ``temperature`` of
+    their posteriors; they are progress reports, not iterations of the run.
     """
 
     iteration: int
@@ -147,6 +149,8 @@ class MLState:
     resolution_shell: NDArray[np.intp] | None = None
     signal_change: NDArray[np.float64] | None = None
     unregularised: NDArray[np.float64] | None = field(default=None, repr=False)
+    startup_step: int = 0
+    temperature: float = 1.0
     converged: bool = False
 
     @property
@@ -229,8 +233,12 @@ def iter_refine(
     Yields
     ------
     MLState
+        With ``params.escape`` and no ``start``, first one state per step of the low-resolution
+        start (``startup_step > 0``).
     """
     setup = _make_setup(data, params)
+    if start is None and params.escape > 0 and not params.keep_angles:
+        start = yield from _startup(data, params, setup, client)
     state = _starting_state(data, params, setup, start, client)
     yield state
     for iteration in range(state.iteration + 1, params.max_iter + params.istart):
@@ -349,6 +357,43 @@ def _starting_state(
         sigma_offset_px=float(offset),
         scale=setup.scale,
         unregularised=unregularised,
+    )
+
+
+#: Internal box of the start-up steps of the trap escape, and the temperature of their posteriors at
+#: the first step (tuned at this box: about half the particles' posterior mass off their best pose).
+STARTUP_SIZE = 16
+STARTUP_TEMPERATURE = 30.0
+
+
+def _startup(
+    data: SubtomogramSet, params: MLParams, setup: _Setup, client: Any
+) -> Generator[MLState, None, StartModel]:
+    """``params.escape`` annealed iterations at low resolution from random references.
+
+    The temperature falls geometrically from ``STARTUP_TEMPERATURE`` to 1; soft posteriors keep the
+    random starting references from locking the classes and poses to noise. Yields each step's state
+    and returns the references, scaled up to the run's internal size, as the start of the run.
+    """
+    low = (
+        replace(params, dim=STARTUP_SIZE, escape=0)
+        if setup.size > STARTUP_SIZE
+        else replace(params, escape=0)
+    )
+    low_setup = _make_setup(data, low)
+    state = _starting_state(data, low, low_setup, None, client)
+    steps = params.escape
+    for step in range(1, steps + 1):
+        temperature = STARTUP_TEMPERATURE ** ((steps - step) / max(steps - 1, 1))
+        state = _iterate(data, low, low_setup, state, step, client, temperature)
+        yield replace(state, startup_step=step, temperature=temperature)
+    ratio = setup.scale / low_setup.scale
+    return StartModel(
+        references=fourier_rescale(state.references.astype(np.float32), setup.size).astype(np.float64),
+        fractions=state.fractions,
+        sigma_noise=state.sigma_noise * ratio**1.5,
+        sigma_offset_px=state.sigma_offset_px * ratio,
+        iteration=params.istart - 1,
     )
 
 
@@ -485,7 +530,9 @@ def _iterate(
     state: MLState,
     iteration: int,
     client: Any,
+    temperature: float = 1.0,
 ) -> MLState:
+    """One EM iteration; ``temperature > 1`` flattens the posteriors (likelihoods to the power ``1/T``)."""
     grid = _grid(params, iteration)
     log_prior, shift_sq = translation_log_prior(
         setup.size,
@@ -496,7 +543,7 @@ def _iterate(
         log_fractions = np.log(state.fractions)
     model = EStepModel(
         log_fractions=log_fractions,
-        sigma_noise=state.sigma_noise,
+        sigma_noise=state.sigma_noise * np.sqrt(temperature),
         log_prior=log_prior,
         shift_sq=shift_sq,
         regions=data.regions,
