@@ -264,7 +264,7 @@ def _our_options(add: Any) -> None:
         default=5,
         metavar="N",
         help="For --nref starts: N annealed start-up steps at a 16-voxel box before iteration 1, which keep "
-        "classes from locking onto noise (0: off; default: %(default)s). Five cost about 1.5 iterations "
+        "classes from locking onto noise (0: off; default: %(default)s). Five cost about 1.8 iterations "
         "of a 32-voxel run",
     )
     add("--seed", type=int, default=0, help="Seed of every random choice (default: %(default)s)")
