@@ -221,7 +221,7 @@ def test_options_reach_the_parameters(tiny: Path) -> None:
         impute_iter=2, noimp_threshold=0.5, noise_sigma=2.0, offset_sigma_px=4.0, fix_sigma_noise=True,
         fix_sigma_offset=True, fix_fractions=True, fractions=(0.25, 0.75), keep_angles=True, eps=1e-4,
         pixel_size_A=3.5, threads=3, chunk_size=5, seed=9, perturb=True, small_angle=True,
-        escape=0,  # --keep_angles turns the trap escape off
+        escape=0,  # --keep_angles turns the annealed start-up off
     )  # fmt: skip
     assert {name: getattr(params, name) for name in expected} == expected
     assert (request.size, request.box_size, request.quiet) == (8, TINY_BOX, True)

@@ -227,4 +227,6 @@ def test_startup_is_skipped_when_turned_off_or_given_references(three_classes) -
     references = fourier_rescale(three_classes.phantoms, SIZE).astype(np.float64)
     given = list(iter_refine(_subtomograms(three_classes), params, StartModel(references=references)))
     off = list(iter_refine(_subtomograms(three_classes), replace(params, escape=0)))
+    no_iterations = list(iter_refine(_subtomograms(three_classes), replace(params, max_iter=0)))
     assert [state.iteration for state in given] == [0, 1] == [state.iteration for state in off]
+    assert [(state.iteration, state.startup_step) for state in no_iterations] == [(0, 0)]

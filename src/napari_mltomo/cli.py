@@ -265,7 +265,7 @@ def _our_options(add: Any) -> None:
         metavar="N",
         help="For --nref starts: N annealed start-up steps at a 16-voxel box before iteration 1, which keep "
         "classes from locking onto noise (0: off; default: %(default)s). Five cost about 1.8 iterations "
-        "of a 32-voxel run",
+        "of a 32-voxel run, or 12 of a 16-voxel run",
     )
     add("--seed", type=int, default=0, help="Seed of every random choice (default: %(default)s)")
     add("--scheduler", metavar="ADDRESS", help="Run on a running dask.distributed scheduler")
@@ -664,7 +664,7 @@ def local_cluster(n_workers: int) -> Any:
 
 
 class _Progress:
-    """One line per iteration on stderr (nothing with ``--quiet``)."""
+    """One line per start-up step and per iteration on stderr (nothing with ``--quiet``)."""
 
     def __init__(self, request: RunRequest) -> None:
         self.quiet = request.quiet

@@ -1,8 +1,9 @@
 """The refinement driver: start-up, EM iterations and convergence, as a generator of states.
 
-``iter_refine`` yields an :class:`MLState` for the starting references (iteration ``istart - 1``)
-and one after every iteration; the command line writes each state to disk, the napari widget draws it,
-and stopping the iteration cancels the run. The E-step runs as one dask task per chunk of particles
+``iter_refine`` yields an :class:`MLState` for each step of the annealed start-up (``--escape``), one
+for the starting references (iteration ``istart - 1``) and one after every iteration; the command line
+writes each iteration's state to disk, the napari widget draws it, and stopping the iteration cancels
+the run. The E-step runs as one dask task per chunk of particles
 whose statistics are added up.
 """
 
@@ -237,7 +238,7 @@ def iter_refine(
         start (``startup_step > 0``).
     """
     setup = _make_setup(data, params)
-    if start is None and params.escape > 0 and not params.keep_angles:
+    if start is None and params.escape > 0 and params.max_iter > 0 and not params.keep_angles:
         start = yield from _startup(data, params, setup, client)
     state = _starting_state(data, params, setup, start, client)
     yield state
@@ -360,7 +361,7 @@ def _starting_state(
     )
 
 
-#: Internal box of the start-up steps of the trap escape, and the temperature of their posteriors at
+#: Internal box of the annealed start-up steps (17 for odd boxes), and the temperature of their posteriors at
 #: the first step (tuned at this box: about half the particles' posterior mass off their best pose).
 STARTUP_SIZE = 16
 STARTUP_TEMPERATURE = 30.0
@@ -372,14 +373,12 @@ def _startup(
     """``params.escape`` annealed iterations at low resolution from random references.
 
     The temperature falls geometrically from ``STARTUP_TEMPERATURE`` to 1; soft posteriors keep the
-    random starting references from locking the classes and poses to noise. Yields each step's state
-    and returns the references, scaled up to the run's internal size, as the start of the run.
+    random starting references from locking the classes and poses to noise. The steps are not
+    regularised (``--reg0`` applies to the starting references they hand over, as to any start). Yields
+    each step's state (``iteration`` is the step number) and returns the references, scaled up to the
+    run's internal size, as the start of the run.
     """
-    low = (
-        replace(params, dim=STARTUP_SIZE, escape=0)
-        if setup.size > STARTUP_SIZE
-        else replace(params, escape=0)
-    )
+    low = replace(params, dim=STARTUP_SIZE if setup.size > STARTUP_SIZE else params.dim, reg0=0.0, regf=0.0)
     low_setup = _make_setup(data, low)
     state = _starting_state(data, low, low_setup, None, client)
     steps = params.escape
@@ -389,7 +388,7 @@ def _startup(
         yield replace(state, startup_step=step, temperature=temperature)
     ratio = setup.scale / low_setup.scale
     return StartModel(
-        references=fourier_rescale(state.references.astype(np.float32), setup.size).astype(np.float64),
+        references=fourier_rescale(state.references, setup.size).astype(np.float64),
         fractions=state.fractions,
         sigma_noise=state.sigma_noise * ratio**1.5,
         sigma_offset_px=state.sigma_offset_px * ratio,
