@@ -186,9 +186,10 @@ def test_regularisation_pulls_towards_the_mean() -> None:
 
 @pytest.mark.slow
 def test_loglikelihood_does_not_fall_from_the_true_references_without_shifts() -> None:
-    """EM cannot lower the likelihood. Without shifts (a fixed offset prior), no perturbation and no
-    regularisation, the only departures from exact EM are the resampling and the flattening outside the
-    sphere; they must not make the log-likelihood fall."""
+    """EM cannot lower the likelihood: over the first iterations from the true references (fixed offset
+    prior, no perturbation, no regularisation) it must not fall. Later iterations can still fall by about
+    3e-4 relative, because the S/W reference update is not the exact maximiser for Fourier-space
+    rotations; this test does not cover that."""
     data = make_dataset(10, 3, 32, snr=0.5, max_shift_px=0, seed=4)
     references = fourier_rescale(data.phantoms, SIZE).astype(np.float64)
     params = MLParams(
