@@ -382,6 +382,13 @@ def _wrong_box(folder: Path) -> list[str]:
     return [*_inputs(folder), "--nref", "1"]
 
 
+def _particle_with_nan(folder: Path) -> list[str]:
+    volume = np.zeros((TINY_BOX,) * 3, np.float32)
+    volume[3, 4, 5] = np.nan
+    write_volume(folder / "particles" / "p000004.mrc", volume)
+    return [*_inputs(folder), "--nref", "1"]
+
+
 def _region_out_of_range(folder: Path) -> list[str]:
     images = read_star(folder / "images.xmd")
     write_star(folder / "images.xmd", images.with_columns(missingRegionNumber=[1, 1, 3, 1, 1, 1, 1, 1]))
@@ -416,6 +423,7 @@ BAD_INPUTS = {
     "malformed metadata line": (_bad_metadata_line, "images.xmd, line 9"),
     "missing particle file": (_missing_particle, "p000003.mrc"),
     "wrong box among particles": (_wrong_box, "p000005.mrc is 12x12x12 voxels"),
+    "NaN voxels in a particle": (_particle_with_nan, "p000004.mrc: has NaN or Inf voxels"),
     "region out of range": (_region_out_of_range, "missingRegionNumber 3"),
     "no region column": (_no_region_column, "missingRegionNumber"),
     "missing wedge file": (

@@ -598,6 +598,7 @@ def _subtomograms(request: RunRequest) -> SubtomogramSet:
     volumes = da.stack(
         [da.from_delayed(read(str(name)), shape, dtype=np.float32) for name in request.images["image"]]
     )
+    _refuse_non_finite(volumes, request.images["image"], request.params.threads)
     return SubtomogramSet(
         volumes,
         request.regions,
@@ -605,6 +606,15 @@ def _subtomograms(request: RunRequest) -> SubtomogramSet:
         _columns(request.images, _ANGLE_LABELS),
         _columns(request.images, _SHIFT_LABELS),
     )
+
+
+def _refuse_non_finite(volumes: da.Array, names: Sequence[str], threads: int) -> None:
+    """Read every particle once; a particle with NaN or Inf voxels stops the run before it starts."""
+    finite = da.isfinite(volumes).all(axis=(1, 2, 3)).compute(scheduler="threads", num_workers=threads)
+    if not np.all(finite):
+        bad = np.flatnonzero(~finite)
+        more = f" (and {len(bad) - 1} more particles)" if len(bad) > 1 else ""
+        raise VolumeError(f"{names[bad[0]]}: has NaN or Inf voxels{more}; refine only finite particles")
 
 
 def _start_model(request: RunRequest) -> StartModel | None:
