@@ -52,6 +52,7 @@ from napari_mltomo.io import (
     read_missing_regions,
     read_pixel_size,
     read_volume,
+    read_volume_stack,
     volume_shape,
     write_star,
     write_volume,
@@ -593,11 +594,7 @@ def _columns(images: MetaData, labels: Sequence[str]) -> NDArray[np.float64] | N
 
 def _subtomograms(request: RunRequest) -> SubtomogramSet:
     """The particles as a lazy dask array (one task per file) with what the metadata knows."""
-    shape = (request.box_size,) * 3
-    read = dask.delayed(read_volume, pure=True)
-    volumes = da.stack(
-        [da.from_delayed(read(str(name)), shape, dtype=np.float32) for name in request.images["image"]]
-    )
+    volumes = read_volume_stack(request.images["image"], (request.box_size,) * 3)
     _refuse_non_finite(volumes, request.images["image"], request.params.threads)
     return SubtomogramSet(
         volumes,

@@ -2,8 +2,8 @@
 
 ``iter_refine`` yields an :class:`MLState` for each step of the annealed start-up (``--escape``), one
 for the starting references (iteration ``istart - 1``) and one after every iteration; the command line
-writes each iteration's state to disk, the napari widget draws it, and stopping the iteration cancels
-the run. The E-step runs as one dask task per chunk of particles whose statistics are added up.
+writes each iteration's state to disk, and stopping the iteration cancels the run. The E-step runs as
+one dask task per chunk of particles whose statistics are added up.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from napari_mltomo.io.volumes import (
     open_volume_lazy,
     read_pixel_size,
     read_volume,
+    read_volume_stack,
     volume_shape,
     write_volume,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "read_star",
     "read_star_blocks",
     "read_volume",
+    "read_volume_stack",
     "volume_shape",
     "write_star",
     "write_volume",

@@ -13,9 +13,12 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask
+import dask.array as da
 import mrcfile
 import mrcfile.utils
 import numpy as np
@@ -28,6 +31,7 @@ __all__ = [
     "open_volume_lazy",
     "read_pixel_size",
     "read_volume",
+    "read_volume_stack",
     "volume_shape",
     "write_volume",
 ]
@@ -126,6 +130,16 @@ def open_volume_lazy(path: str | os.PathLike[str]) -> np.memmap:
     """
     source, layout = _locate(path)
     return np.memmap(source, dtype=layout.dtype, mode="r", offset=layout.offset, shape=layout.shape)
+
+
+def read_volume_stack(paths: Sequence[str | os.PathLike[str]], shape: tuple[int, int, int]) -> da.Array:
+    """Volumes of one ``shape`` as a lazy ``(n, z, y, x)`` float32 dask array, one task per file.
+
+    Nothing is read until a chunk is computed; a file that turns out to have another shape then raises
+    :class:`VolumeError` naming it.
+    """
+    read = dask.delayed(read_volume, pure=True)
+    return da.stack([da.from_delayed(read(str(path)), shape, dtype=np.float32) for path in paths])
 
 
 def volume_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:

@@ -1,0 +1,27 @@
+"""napari sample data: the demo's synthetic subtomograms, with their ground truth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari_mltomo.cli import DEMO_DATASET
+from napari_mltomo.core.synthetic import make_dataset
+
+
+def make_sample() -> list[tuple[Any, dict[str, Any], str]]:
+    """The particles of ``make demo`` (SNR 0.5, a +-60 degree wedge) and the true class maps.
+
+    The particles' layer metadata holds the truth per particle (``ref`` 1-based, Xmipp angles and
+    shifts in pixels: ``particle(q) = map(E (q + s))``).
+    """
+    dataset = make_dataset(**DEMO_DATASET)
+    truth = {
+        "ref": dataset.classes + 1,
+        **dict(zip(("angleRot", "angleTilt", "anglePsi"), dataset.angles_deg.T, strict=True)),
+        **dict(zip(("shiftX", "shiftY", "shiftZ"), dataset.shifts_px.T, strict=True)),
+    }
+    particles = {"name": "synthetic particles", "metadata": {"table": truth}}
+    return [
+        (dataset.volumes, particles, "image"),
+        (dataset.phantoms, {"name": "true class maps"}, "image"),
+    ]

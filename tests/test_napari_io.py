@@ -1,0 +1,109 @@
+"""The napari reader, writer and sample data, called as napari calls them (no viewer needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from napari_mltomo import _reader
+from napari_mltomo._reader import get_reader
+from napari_mltomo._sample_data import make_sample
+from napari_mltomo._writer import write_image
+from napari_mltomo.cli import main
+from napari_mltomo.io import MetaData, read_pixel_size, read_volume, write_star, write_volume
+
+BOX = 16
+
+
+def _particles(folder: Path, n: int = 4) -> tuple[Path, np.ndarray]:
+    """``n`` random particles (voxel 2.5 A) as MRC files and an ``images.xmd`` that lists them."""
+    volumes = np.random.default_rng(0).normal(size=(n, BOX, BOX, BOX)).astype(np.float32)
+    names = []
+    for i, volume in enumerate(volumes):
+        names.append(f"p{i}.mrc")
+        write_volume(folder / names[-1], volume, pixel_size_A=2.5)
+    table = MetaData({"image": np.array(names, dtype=object), "missingRegionNumber": np.arange(1, n + 1)})
+    write_star(folder / "images.xmd", table)
+    return folder / "images.xmd", volumes
+
+
+@pytest.mark.parametrize("name", ["map.mrc", "map.vol"])
+def test_a_volume_opens_as_an_image_with_its_voxel_size(tmp_path: Path, name: str) -> None:
+    volume = np.random.default_rng(1).normal(size=(BOX, BOX, BOX)).astype(np.float32)
+    write_volume(tmp_path / name, volume, pixel_size_A=3.0)
+    reader = get_reader(str(tmp_path / name))
+    [(data, meta, kind)] = reader(str(tmp_path / name))
+    assert kind == "image"
+    np.testing.assert_array_equal(data, volume)
+    assert meta["scale"] == (3.0, 3.0, 3.0)
+
+
+def test_a_metadata_file_opens_its_particles_as_a_lazy_stack(tmp_path: Path) -> None:
+    path, volumes = _particles(tmp_path)
+    [(data, meta, kind)] = get_reader(str(path))(str(path))
+    assert kind == "image" and isinstance(data, da.Array)
+    assert data.shape == (4, BOX, BOX, BOX)
+    np.testing.assert_array_equal(data[2].compute(), volumes[2])
+    assert meta["scale"] == (1.0, 2.5, 2.5, 2.5)
+    np.testing.assert_array_equal(meta["metadata"]["table"]["missingRegionNumber"], [1, 2, 3, 4])
+
+
+def test_a_runs_reference_table_opens_its_class_references(tmp_path: Path) -> None:
+    path, _ = _particles(tmp_path, n=6)
+    root = tmp_path / "run" / "r"
+    options = ["--nref", "2", "--iter", "1", "--ang", "40", "--escape", "0", "--quiet"]
+    assert main(["-i", str(path), "--oroot", str(root), *options]) == 0
+    [(data, meta, _)] = get_reader(f"{root}_ref.xmd")(f"{root}_ref.xmd")
+    assert data.shape == (2, BOX, BOX, BOX)
+    np.testing.assert_allclose(data[1].compute(), read_volume(f"{root}_ref000002.mrc"))
+    assert meta["metadata"]["table"]["ref"].tolist() == [1, 2]
+
+
+def test_other_files_are_left_to_other_readers(tmp_path: Path) -> None:
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+    assert get_reader([str(tmp_path / "a.mrc"), str(tmp_path / "b.mrc")]) is None
+
+
+def test_an_unreadable_file_gives_one_notification_and_no_layer(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "broken.xmd").write_text("data_\nloop_\n_image\n_ref\np0.mrc\n")
+    messages: list[str] = []
+    monkeypatch.setattr(_reader, "show_error", messages.append)
+    assert get_reader(str(tmp_path / "broken.xmd"))(str(tmp_path / "broken.xmd")) == []
+    assert len(messages) == 1 and "broken.xmd" in messages[0]
+
+
+@pytest.mark.parametrize("name", ["out.mrc", "out.vol"])
+def test_writer_round_trip_keeps_voxels_and_voxel_size(tmp_path: Path, name: str) -> None:
+    volume = np.random.default_rng(2).normal(size=(BOX, BOX, BOX)).astype(np.float32)
+    [written] = write_image(str(tmp_path / name), volume, {"scale": (4.0, 4.0, 4.0)})
+    np.testing.assert_array_equal(read_volume(written), volume)
+    assert read_pixel_size(written) == pytest.approx(4.0)
+
+
+def test_writer_refuses_a_stack(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="3D volumes"):
+        write_image(str(tmp_path / "stack.mrc"), np.zeros((2, BOX, BOX, BOX)), {})
+
+
+def test_sample_data_carries_the_ground_truth() -> None:
+    particles, maps = make_sample()
+    assert particles[0].shape == (60, 32, 32, 32) and maps[0].shape == (3, 32, 32, 32)
+    truth = particles[1]["metadata"]["table"]
+    assert sorted(set(truth["ref"].tolist())) == [1, 2, 3]
+    assert len(truth["angleRot"]) == 60
+
+
+@pytest.mark.gui
+@pytest.mark.timeout(300)
+def test_viewer_opens_particles_and_sample_through_the_manifest(make_napari_viewer, tmp_path: Path) -> None:
+    """napari finds the reader and the sample data by the manifest alone."""
+    path, _ = _particles(tmp_path)
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(path), plugin="napari-mltomo")
+    assert layer.data.shape == (4, BOX, BOX, BOX)
+    assert tuple(layer.scale) == (1.0, 2.5, 2.5, 2.5)
+    sample = viewer.open_sample("napari-mltomo", "subtomograms")
+    assert [layer.name for layer in sample] == ["synthetic particles", "true class maps"]
