@@ -49,7 +49,7 @@ def _aligned(reference: np.ndarray, phantom: np.ndarray) -> np.ndarray:
 
 def main(folder: str) -> None:
     """Write ``docs/demo.png`` for the demo run in ``folder``."""
-    from napari_mltomo.cli import DEMO_DATASET
+    from napari_mltomo.demo import DEMO_DATASET
 
     phantoms = make_dataset(**DEMO_DATASET).phantoms
     classes = read_star(Path(folder) / "run" / "demo_ref.xmd", "classes")

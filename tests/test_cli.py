@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import napari_mltomo.cli as cli
+import napari_mltomo.demo as demo
 import napari_mltomo.io.volumes as volumes_module
 from napari_mltomo.cli import RunRequest, UsageError, main, parse_command
 from napari_mltomo.core.synthetic import make_dataset
@@ -450,13 +451,16 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_ends_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+def test_bad_input_ends_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
     folder = _write_tiny_dataset(tmp_path / "data")
     write_star(folder / "refs.xmd", MetaData({"image": np.array(["particles/p000001.mrc"], dtype=object)}))
     make_argv, expected = BAD_INPUTS[case]
+    monkeypatch.chdir(folder)  # where the default --oroot writes
     assert main(make_argv(folder)) == 2
     assert expected in _error_line(capsys)
-    assert not (folder / "mltomo_img.xmd").exists()
+    assert not list(folder.glob("mltomo*"))  # nothing written, not even the starting references
 
 
 # --------------------------------------------------------------------------- runs
@@ -625,8 +629,8 @@ def test_local_cluster_gives_the_same_result(tmp_path: Path, tiny: Path, one_ite
 def test_demo_writes_data_runs_and_scores(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(cli, "DEMO_DATASET", dict(n_per_class=3, n_classes=2, size=16, snr=5.0, seed=0))
-    monkeypatch.setattr(cli, "DEMO_ARGS", ["--nref", "2", "--ang", "40", "--iter", "1", "--quiet"])
+    monkeypatch.setattr(demo, "DEMO_DATASET", dict(n_per_class=3, n_classes=2, size=16, snr=5.0, seed=0))
+    monkeypatch.setattr(demo, "DEMO_ARGS", ["--nref", "2", "--ang", "40", "--iter", "1", "--quiet"])
     folder = tmp_path / "demo"
     assert main(["demo", str(folder)]) == 0
     out = capsys.readouterr().out
@@ -639,4 +643,6 @@ def test_demo_writes_data_runs_and_scores(
 
 def test_demo_settings_are_valid(tmp_path: Path) -> None:
     folder = _write_tiny_dataset(tmp_path / "data")
-    assert parse_command([*_inputs(folder), *cli.DEMO_ARGS]).params.n_classes == cli.DEMO_DATASET["n_classes"]
+    assert (
+        parse_command([*_inputs(folder), *demo.DEMO_ARGS]).params.n_classes == demo.DEMO_DATASET["n_classes"]
+    )

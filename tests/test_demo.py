@@ -7,8 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from napari_mltomo.cli import _print_demo_scores, main
+from napari_mltomo.cli import main
 from napari_mltomo.core.geometry import euler_to_matrix, matrix_to_euler
+from napari_mltomo.demo import print_demo_scores
 from napari_mltomo.io import MetaData
 
 #: One line per true class: (class, median error in degrees, number of particles).
@@ -45,7 +46,7 @@ def test_demo_scores_print_one_line_per_class(capsys) -> None:
     found_angles = dict(zip(labels, matrix_to_euler(found[::-1]).T, strict=True))
     truth = MetaData({"image": images, "ref": np.array([1, 1, 2, 2, 2]), **true_angles})
     result = MetaData({"image": images[::-1], "ref": np.array([2, 2, 2, 1, 1]), **found_angles})
-    _print_demo_scores(truth, result, 1.0)
+    print_demo_scores(truth, result, 1.0)
     per_class = PER_CLASS.findall(capsys.readouterr().out)
     assert [(label, float(error), count) for label, error, count in per_class] == [
         ("1", 0.0, "2"),

@@ -8,12 +8,19 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_mltomo import _reader
 from napari_mltomo._reader import get_reader
 from napari_mltomo._sample_data import make_sample
 from napari_mltomo._writer import write_image
 from napari_mltomo.cli import main
-from napari_mltomo.io import MetaData, read_pixel_size, read_volume, write_star, write_volume
+from napari_mltomo.io import (
+    MetaData,
+    MetadataError,
+    VolumeError,
+    read_pixel_size,
+    read_volume,
+    write_star,
+    write_volume,
+)
 
 BOX = 16
 
@@ -37,7 +44,7 @@ def test_a_volume_opens_as_an_image_with_its_voxel_size(tmp_path: Path, name: st
     reader = get_reader(str(tmp_path / name))
     [(data, meta, kind)] = reader(str(tmp_path / name))
     assert kind == "image"
-    np.testing.assert_array_equal(data, volume)
+    np.testing.assert_array_equal(np.asarray(data), volume)
     assert meta["scale"] == (3.0, 3.0, 3.0)
 
 
@@ -67,12 +74,66 @@ def test_other_files_are_left_to_other_readers(tmp_path: Path) -> None:
     assert get_reader([str(tmp_path / "a.mrc"), str(tmp_path / "b.mrc")]) is None
 
 
-def test_an_unreadable_file_gives_one_notification_and_no_layer(tmp_path: Path, monkeypatch) -> None:
-    (tmp_path / "broken.xmd").write_text("data_\nloop_\n_image\n_ref\np0.mrc\n")
-    messages: list[str] = []
-    monkeypatch.setattr(_reader, "show_error", messages.append)
-    assert get_reader(str(tmp_path / "broken.xmd"))(str(tmp_path / "broken.xmd")) == []
-    assert len(messages) == 1 and "broken.xmd" in messages[0]
+def _broken_table(folder: Path) -> Path:
+    (folder / "broken.xmd").write_text("data_\nloop_\n_image\n_ref\np0.mrc\n")
+    return folder / "broken.xmd"
+
+
+def _empty_table(folder: Path) -> Path:
+    write_star(folder / "empty.xmd", MetaData({"image": np.array([], dtype=object)}))
+    return folder / "empty.xmd"
+
+
+def _missing_particle(folder: Path) -> Path:
+    path, _ = _particles(folder)
+    (folder / "p2.mrc").unlink()
+    return path
+
+
+def _mixed_boxes(folder: Path) -> Path:
+    path, _ = _particles(folder)
+    write_volume(folder / "p3.mrc", np.zeros((8, 8, 8), np.float32))
+    return path
+
+
+def _truncated_volume(folder: Path) -> Path:
+    write_volume(folder / "cut.mrc", np.zeros((BOX, BOX, BOX), np.float32))
+    (folder / "cut.mrc").write_bytes((folder / "cut.mrc").read_bytes()[:2000])
+    return folder / "cut.mrc"
+
+
+UNREADABLE = {
+    "malformed table": (_broken_table, "broken.xmd, line 5"),
+    "empty table": (_empty_table, "lists no images"),
+    "missing particle": (_missing_particle, "p2.mrc"),
+    "particles of two sizes": (_mixed_boxes, "p3.mrc is 8x8x8 voxels"),
+    "truncated volume": (_truncated_volume, "cut.mrc"),
+}
+
+
+@pytest.mark.parametrize("case", UNREADABLE)
+def test_an_unreadable_file_gives_one_error_naming_it(tmp_path: Path, case: str) -> None:
+    """napari shows a reader's exception as one notification; ours names the file at fault."""
+    from napari.components import ViewerModel
+    from npe2 import PluginManager
+
+    PluginManager.instance().discover()  # as napari does at start-up
+    make, expected = UNREADABLE[case]
+    path = make(tmp_path)
+    with pytest.raises((MetadataError, VolumeError, FileNotFoundError)) as caught:
+        ViewerModel().open(str(path), plugin="napari-mltomo")
+    assert expected in str(caught.value)
+
+
+def test_relative_names_are_found_from_any_working_directory(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path, volumes = _particles(folder)
+    monkeypatch.chdir(tmp_path)
+    relative = str(path.relative_to(tmp_path))
+    [(data, _, _)] = get_reader(relative)(relative)
+    monkeypatch.chdir(tmp_path.parent)
+    np.testing.assert_array_equal(data[3].compute(), volumes[3])
 
 
 @pytest.mark.parametrize("name", ["out.mrc", "out.vol"])
@@ -83,8 +144,11 @@ def test_writer_round_trip_keeps_voxels_and_voxel_size(tmp_path: Path, name: str
     assert read_pixel_size(written) == pytest.approx(4.0)
 
 
-def test_writer_refuses_a_stack(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="3D volumes"):
+def test_writer_takes_a_plane_as_one_slice_and_refuses_a_stack(tmp_path: Path) -> None:
+    plane = np.arange(BOX * BOX, dtype=np.float32).reshape(BOX, BOX)
+    [written] = write_image(str(tmp_path / "plane.mrc"), plane, {"scale": (2.0, 2.0)})
+    np.testing.assert_array_equal(read_volume(written), plane[None])
+    with pytest.raises(TypeError, match=r"stack\.mrc"):
         write_image(str(tmp_path / "stack.mrc"), np.zeros((2, BOX, BOX, BOX)), {})
 
 

@@ -1,4 +1,8 @@
-"""napari reader: volumes as image layers, Xmipp metadata files as lazy particle stacks."""
+"""napari reader: volumes as image layers, Xmipp metadata files as lazy particle stacks.
+
+Errors are raised, not shown: napari reports a reader's exception as one notification, and ours name
+the file (and line) at fault.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from napari.utils.notifications import show_error
+import dask.array as da
+import numpy as np
 
-from napari_mltomo.io import (
-    MetadataError,
-    VolumeError,
-    read_images,
-    read_pixel_size,
-    read_volume,
-    read_volume_stack,
-    volume_shape,
-)
+from napari_mltomo.io import open_volume_lazy, particle_box, read_images, read_pixel_size, read_volume_stack
 
 #: Suffixes opened as one volume, and as a table of particles (Xmipp STAR, doc and sel files).
-VOLUME_SUFFIXES = (".mrc", ".map", ".rec", ".vol", ".spi", ".xmp", ".em")
+VOLUME_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec", ".vol", ".spi", ".xmp", ".em")
 METADATA_SUFFIXES = (".xmd", ".doc", ".sel", ".star")
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -38,39 +35,36 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
 
 
 def read_layers(path: str | list[str]) -> list[LayerData]:
-    """Layers of one file; a file that cannot be read gives one error notification and no layer."""
+    """The layer of one file: a volume, or the particles (class references) a metadata file lists."""
     path = path[0] if isinstance(path, list) else path
-    try:
-        if Path(path).suffix.lower() in METADATA_SUFFIXES:
-            return [_particle_stack(path)]
-        return [_volume(path)]
-    except (MetadataError, VolumeError, OSError) as error:
-        show_error(f"napari-mltomo could not open {path}: {error}")
-        return []
+    if Path(path).suffix.lower() in METADATA_SUFFIXES:
+        return [_particle_stack(path)]
+    return [_volume(path)]
 
 
 def _volume(path: str) -> LayerData:
-    """One volume as an image layer, scaled by its voxel size (Angstrom)."""
+    """One volume as a lazy float32 image layer (read a z-slice at a time), scaled by its voxel size."""
+    mapped = open_volume_lazy(path)
+    data = da.from_array(mapped, chunks=(1, *mapped.shape[1:])).astype(np.float32)
     pixel = read_pixel_size(path) or 1.0
-    meta = {"name": Path(path).stem, "scale": (pixel,) * 3, "metadata": {"source": str(path)}}
-    return read_volume(path), meta, "image"
+    return data, {"name": Path(path).stem, "scale": (pixel,) * 3, "metadata": {"source": str(path)}}, "image"
 
 
 def _particle_stack(path: str) -> LayerData:
     """The particles (or class references) a metadata file lists, as one lazy ``(n, z, y, x)`` stack.
 
-    The table's columns are in the layer's ``metadata["table"]``, one value per particle, in stack order.
+    Every file is checked first (it exists, and all are cubes of one size; headers only). The table's
+    columns are in the layer's ``metadata["table"]``, one value per particle, in stack order.
     """
-    table = read_images(path)
+    source = Path(path).resolve()  # relative image names are taken relative to the file's folder
+    table = read_images(source)
+    size = particle_box(table, source)
     names = [str(name) for name in table["image"]]
-    if not names:
-        raise MetadataError(f"{path}: lists no images")
     pixel = read_pixel_size(names[0]) or 1.0
-    stack = read_volume_stack(names, volume_shape(names[0]))
     columns = {label: table[label] for label in table.labels}
     meta = {
-        "name": Path(path).stem,
+        "name": source.stem,
         "scale": (1.0, pixel, pixel, pixel),
-        "metadata": {"source": str(path), "table": columns},
+        "metadata": {"source": str(source), "table": columns},
     }
-    return stack, meta, "image"
+    return read_volume_stack(names, (size,) * 3), meta, "image"

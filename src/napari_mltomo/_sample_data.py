@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from napari_mltomo.cli import DEMO_DATASET
 from napari_mltomo.core.synthetic import make_dataset
+from napari_mltomo.demo import DEMO_DATASET
 
 
 def make_sample() -> list[tuple[Any, dict[str, Any], str]]:

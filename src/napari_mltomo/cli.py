@@ -10,23 +10,21 @@ as the original's examples use them. A bad file, value or combination of options
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import os
-import re
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import dask
 import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
 
+from napari_mltomo import demo
+from napari_mltomo.cluster import dask_client
 from napari_mltomo.core.missing import MissingRegion
 from napari_mltomo.core.params import MLParams, ParameterError
 from napari_mltomo.core.refine import (
@@ -37,35 +35,26 @@ from napari_mltomo.core.refine import (
     iter_refine,
     prepare_references,
 )
-from napari_mltomo.core.synthetic import (
-    adjusted_rand_index,
-    class_orientation_errors_deg,
-    make_dataset,
-    orientation_errors_deg,
-)
 from napari_mltomo.io import (
     MetaData,
     MetadataError,
     VolumeError,
+    checked_volume_shape,
+    image_key,
+    particle_box,
     read_images,
     read_metadata,
     read_missing_regions,
     read_pixel_size,
     read_volume,
     read_volume_stack,
-    volume_shape,
-    write_star,
-    write_volume,
+    voxels_text,
 )
 from napari_mltomo.io.run import read_command_line, read_restart, write_final, write_iteration
 
 __all__ = [
-    "DEMO_ARGS",
-    "DEMO_DATASET",
-    "WORKER_ENVIRONMENT",
     "RunRequest",
     "UsageError",
-    "local_cluster",
     "main",
     "normalise_argv",
     "parse_command",
@@ -74,13 +63,6 @@ __all__ = [
 ]
 
 PROG = "ml_tomo"
-
-#: The demo's synthetic data set (arguments of ``napari_mltomo.core.synthetic.make_dataset``).
-DEMO_DATASET: dict[str, Any] = dict(n_per_class=20, n_classes=3, size=32, snr=0.25, tilt_deg=60.0, seed=0)
-#: The demo's refinement options (added to ``-i``, ``--missing`` and ``--oroot``).
-DEMO_ARGS: list[str] = [
-    "--nref", "3", "--ang", "20", "--dim", "16", "--iter", "8", "--thr", "2", "--seed", "1",
-]  # fmt: skip
 
 _METADATA_SUFFIXES = frozenset({".xmd", ".star", ".sel", ".doc", ".txt"})
 #: Columns that ``--doc`` brings into the ``-i`` table (replacing any there).
@@ -94,7 +76,6 @@ _NOT_IMPLEMENTED_FLAGS = (
     "filter", "ini_filter",
 )  # fmt: skip
 _LATER = " (not implemented yet)"
-_STACK_PREFIX = re.compile(r"(\d+@)(.+)")
 
 
 class UsageError(ValueError):
@@ -349,7 +330,7 @@ def parse_command(argv: Sequence[str]) -> RunRequest:
         raise FileNotFoundError(2, "--restart: no such file", args.restart)
 
     images = _read_particles(args)
-    box_size = _particle_box(images, args.input)
+    box_size = particle_box(images, args.input)
     regions, region_index = _missing_regions(args, images)
     reference_files, reference_weights = _reference_files(args.ref, box_size)
     params = _params(args, images, n_classes=_n_classes(args, reference_files))
@@ -404,53 +385,15 @@ def _read_particles(args: argparse.Namespace) -> MetaData:
 def _merge_doc(images: MetaData, doc_path: str, input_path: str) -> MetaData:
     """Copy the angle, shift, ref and missing-region columns of ``--doc`` into the ``-i`` rows, by image."""
     doc = read_images(doc_path)
-    rows = {_image_key(str(name)): row for row, name in enumerate(doc["image"])}
+    rows = {image_key(str(name)): row for row, name in enumerate(doc["image"])}
     picked = []
     for name in images["image"]:
-        row = rows.get(_image_key(str(name)))
+        row = rows.get(image_key(str(name)))
         if row is None:
             raise MetadataError(doc_path, f"no row for image {name} of {input_path}")
         picked.append(row)
     matched = doc.take(np.asarray(picked, dtype=np.intp))
     return images.with_columns(**{label: matched[label] for label in _DOC_LABELS if label in matched})
-
-
-def _image_key(name: str) -> str:
-    """A file name normalised for matching (absolute, no ``..``), keeping an ``N@`` stack prefix."""
-    match = _STACK_PREFIX.fullmatch(name)
-    prefix, file = (match[1], match[2]) if match else ("", name)
-    return prefix + os.path.normpath(os.path.abspath(file))
-
-
-def _particle_box(images: MetaData, input_path: str) -> int:
-    """Check that every particle file exists and all are cubes of one size (headers only)."""
-    first = None
-    for name in images["image"]:
-        shape = _volume_shape(str(name), f"-i {input_path}")
-        if shape[0] != shape[1] or shape[1] != shape[2]:
-            raise MetadataError(input_path, f"image {name} is {_voxels(shape)}; particles must be cubes")
-        if first is None:
-            first = (name, shape)
-        elif shape != first[1]:
-            raise MetadataError(
-                input_path,
-                f"image {name} is {_voxels(shape)} but {first[0]} is {_voxels(first[1])}; "
-                "all particles must have the same box",
-            )
-    assert first is not None
-    return first[1][0]
-
-
-def _volume_shape(name: str, what: str) -> tuple[int, int, int]:
-    match = _STACK_PREFIX.fullmatch(name)
-    if not Path(match[2] if match else name).is_file():
-        raise FileNotFoundError(2, f"{what}: no such file", name)
-    return volume_shape(name)
-
-
-def _voxels(shape: tuple[int, int, int]) -> str:
-    z, y, x = shape
-    return f"{x}x{y}x{z} voxels"
 
 
 def _missing_regions(
@@ -490,10 +433,10 @@ def _reference_files(ref: str | None, box_size: int) -> tuple[tuple[str, ...], N
     else:
         files = (ref,)
     for name in files:
-        shape = _volume_shape(name, f"--ref {ref}")
+        shape = checked_volume_shape(name, f"--ref {ref}")
         if shape != (box_size,) * 3:
             raise ParameterError(
-                f"--ref {name} is {_voxels(shape)} but the particles are {_voxels((box_size,) * 3)}; "
+                f"--ref {name} is {voxels_text(shape)} but the particles are {voxels_text((box_size,) * 3)}; "
                 "give references of the particle box size"
             )
     return files, weights
@@ -574,19 +517,9 @@ def _check_angles(params: MLParams, images: MetaData, input_path: str) -> None:
         raise ParameterError(
             f"--keep_angles needs angleRot, angleTilt and anglePsi in -i or --doc; {input_path} has none"
         )
-    angles = _columns(images, _ANGLE_LABELS)
+    angles = images.float_columns(_ANGLE_LABELS)
     if angles is None or not np.all(np.isfinite(angles)):
         raise ParameterError(f"--keep_angles: some images of {input_path} have no angles")
-
-
-def _columns(images: MetaData, labels: Sequence[str]) -> NDArray[np.float64] | None:
-    """``(n, len(labels))`` float columns, or None if any is absent or not numeric."""
-    if not all(label in images for label in labels):
-        return None
-    try:
-        return np.stack([np.asarray(images[label], dtype=np.float64) for label in labels], axis=1)
-    except (TypeError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------- running
@@ -595,22 +528,27 @@ def _columns(images: MetaData, labels: Sequence[str]) -> NDArray[np.float64] | N
 def _subtomograms(request: RunRequest) -> SubtomogramSet:
     """The particles as a lazy dask array (one task per file) with what the metadata knows."""
     volumes = read_volume_stack(request.images["image"], (request.box_size,) * 3)
-    _refuse_non_finite(volumes, request.images["image"], request.params.threads)
     return SubtomogramSet(
         volumes,
         request.regions,
         request.region_index,
-        _columns(request.images, _ANGLE_LABELS),
-        _columns(request.images, _SHIFT_LABELS),
+        request.images.float_columns(_ANGLE_LABELS),
+        request.images.float_columns(_SHIFT_LABELS),
     )
 
 
-def _refuse_non_finite(volumes: da.Array, names: Sequence[str], threads: int) -> None:
-    """Read every particle once; a particle with NaN or Inf voxels stops the run before it starts."""
-    finite = da.isfinite(volumes).all(axis=(1, 2, 3)).compute(scheduler="threads", num_workers=threads)
+def _refuse_non_finite(volumes: da.Array, names: Sequence[str], threads: int, client: Any) -> None:
+    """Read every particle once (on ``client`` if given); a particle with NaN or Inf voxels stops the run
+    before anything is written."""
+    finite = da.isfinite(volumes).all(axis=(1, 2, 3))
+    if client is not None:
+        finite = client.compute(finite).result()
+    else:
+        finite = finite.compute(scheduler="threads", num_workers=threads)
     if not np.all(finite):
         bad = np.flatnonzero(~finite)
-        more = f" (and {len(bad) - 1} more particles)" if len(bad) > 1 else ""
+        others = len(bad) - 1
+        more = f" (and {others} more particle{'s' if others > 1 else ''})" if others else ""
         raise VolumeError(f"{names[bad[0]]}: has NaN or Inf voxels{more}; refine only finite particles")
 
 
@@ -637,37 +575,6 @@ def _start_model(request: RunRequest) -> StartModel | None:
         fractions=request.reference_weights,
         iteration=params.istart - 1,
     )
-
-
-@contextlib.contextmanager
-def _dask_client(request: RunRequest) -> Iterator[Any]:
-    """A dask.distributed client for ``--scheduler``/``--workers`` (closed afterwards), else None."""
-    if request.scheduler is None and request.workers is None:
-        yield None
-        return
-    from distributed import Client
-
-    if request.scheduler is not None:
-        with Client(request.scheduler) as client:
-            yield client
-        return
-    with local_cluster(request.workers) as cluster, Client(cluster) as client:
-        yield client
-
-
-#: Environment of local dask worker processes. dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536``,
-#: which turns off glibc's adaptive mmap threshold: every multi-megabyte array the E-step allocates
-#: is then mapped and unmapped anew, and the E-step ran 2.3x slower. Large thresholds restore speed.
-WORKER_ENVIRONMENT = {"MALLOC_TRIM_THRESHOLD_": str(2**30), "MALLOC_MMAP_THRESHOLD_": str(2**26)}
-
-
-def local_cluster(n_workers: int) -> Any:
-    """A ``distributed.LocalCluster`` of single-threaded worker processes with `WORKER_ENVIRONMENT`."""
-    from distributed import LocalCluster
-
-    environment = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_ENVIRONMENT}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environment}):
-        return LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=None)
 
 
 class _Progress:
@@ -736,8 +643,6 @@ def run(request: RunRequest) -> MLState:
     data = _subtomograms(request)
     start = _start_model(request)
     progress = _Progress(request)
-    progress.say(_summary(request))
-    request.oroot.parent.mkdir(parents=True, exist_ok=True)
     output = {
         "images": request.images,
         "regions_used": bool(request.regions),
@@ -745,7 +650,10 @@ def run(request: RunRequest) -> MLState:
         "box_size": request.box_size,
     }
     state = None
-    with _dask_client(request) as client:
+    with dask_client(request.scheduler, request.workers) as client:
+        _refuse_non_finite(data.volumes, request.images["image"], request.params.threads, client)
+        progress.say(_summary(request))
+        request.oroot.parent.mkdir(parents=True, exist_ok=True)
         for number, state in enumerate(iter_refine(data, request.params, start, client=client)):
             if state.startup_step:
                 progress.report_startup(state)
@@ -806,13 +714,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_demo(argv: Sequence[str]) -> int:
-    """``ml_tomo demo [DIR]``: write a synthetic data set to DIR, refine it, and score the result.
+    """``ml_tomo demo [DIR]``: write the synthetic data set to DIR, refine it, and score the result.
 
-    The data set is ``make_dataset(**DEMO_DATASET)``, written as real files (``DIR/particles/*.mrc``,
-    ``DIR/images.xmd``, ``DIR/wedges.xmd`` and the ground truth ``DIR/truth.xmd``); the refinement is
-    ``ml_tomo -i DIR/images.xmd --missing DIR/wedges.xmd --oroot DIR/run/demo`` plus `DEMO_ARGS`. Prints
-    the adjusted Rand index of the classes, the median pairwise orientation error (overall and for each
-    true class) and the wall time.
+    The data are :func:`napari_mltomo.demo.write_demo_data`'s; the refinement is ``ml_tomo -i DIR/images.xmd
+    --missing DIR/wedges.xmd --oroot DIR/run/demo`` plus ``demo.DEMO_ARGS``. Prints the adjusted Rand index
+    of the classes, the median pairwise orientation error (overall and for each true class) and the wall time.
 
     Returns
     -------
@@ -823,59 +729,11 @@ def run_demo(argv: Sequence[str]) -> int:
     parser.add_argument("dir", nargs="?", default="mltomo_demo", help="Output folder (default: %(default)s)")
     folder = Path(parser.parse_args(argv).dir)
     started = time.perf_counter()
-    truth = _write_demo_data(folder)
+    truth = demo.write_demo_data(folder)
     root = folder / "run" / "demo"
     inputs = ["-i", str(folder / "images.xmd"), "--missing", str(folder / "wedges.xmd")]
-    status = main([*inputs, "--oroot", str(root), *DEMO_ARGS])
+    status = main([*inputs, "--oroot", str(root), *demo.DEMO_ARGS])
     if status:
         return status
-    _print_demo_scores(truth, read_images(f"{root}_img.xmd"), time.perf_counter() - started)
+    demo.print_demo_scores(truth, read_images(f"{root}_img.xmd"), time.perf_counter() - started)
     return 0
-
-
-def _write_demo_data(folder: Path) -> MetaData:
-    """Write the demo data set; return the truth table (image, ref, angles, shifts)."""
-    dataset = make_dataset(**DEMO_DATASET)
-    (folder / "particles").mkdir(parents=True, exist_ok=True)
-    names = [f"particles/p{i:06d}.mrc" for i in range(1, len(dataset.volumes) + 1)]
-    for name, volume in zip(names, dataset.volumes, strict=True):
-        write_volume(folder / name, volume)
-    image_column = np.array(names, dtype=object)
-    write_star(
-        folder / "images.xmd",
-        MetaData({"image": image_column, "missingRegionNumber": np.ones(len(names), dtype=np.int64)}),
-        "ml_tomo demo particles",
-    )
-    region = dataset.region
-    wedges = MetaData.from_rows(
-        ("missingRegionNumber", "missingRegionType", "missingRegionThetaY0", "missingRegionThetaYF"),
-        [(1, region.kind, region.theta_y0_deg, region.theta_yf_deg)],
-    )
-    write_star(folder / "wedges.xmd", wedges, "Wedgeinfo")
-    labels = ("angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY", "shiftZ")
-    values = np.hstack([dataset.angles_deg, dataset.shifts_px]).T
-    transforms = dict(zip(labels, values, strict=True))
-    truth = MetaData({"image": image_column, "ref": dataset.classes + 1, **transforms})
-    write_star(folder / "truth.xmd", truth, "ml_tomo demo ground truth: class and the transform onto it")
-    return read_images(folder / "truth.xmd")
-
-
-def _print_demo_scores(truth: MetaData, result: MetaData, seconds: float) -> None:
-    rows = {_image_key(str(name)): row for row, name in enumerate(result["image"])}
-    order = np.array([rows[_image_key(str(name))] for name in truth["image"]], dtype=np.intp)
-    result = result.take(order)
-    true_angles = _columns(truth, _ANGLE_LABELS)
-    found_angles = _columns(result, _ANGLE_LABELS)
-    assert true_angles is not None and found_angles is not None
-    ari = adjusted_rand_index(truth["ref"], result["ref"])
-    errors = orientation_errors_deg(found_angles, true_angles, truth["ref"])
-    per_class = class_orientation_errors_deg(found_angles, true_angles, truth["ref"])
-    labels, counts = np.unique(truth["ref"], return_counts=True)
-    step = DEMO_ARGS[DEMO_ARGS.index("--ang") + 1]
-    print(f"particles: {len(truth)} in {len(labels)} classes")
-    print(f"adjusted Rand index of the classes: {ari:.3f}")
-    print(f"median pairwise orientation error: {np.median(errors):.1f} deg (angular step {step} deg)")
-    for label, count in zip(labels, counts, strict=True):
-        median = np.median(per_class[int(label)])
-        print(f"class {label}: median pairwise orientation error {median:.1f} deg ({count} particles)")
-    print(f"wall time: {seconds:.1f} s")

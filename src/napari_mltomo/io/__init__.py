@@ -4,11 +4,15 @@ from napari_mltomo.io._atomic import atomic_path
 from napari_mltomo.io.metadata import (
     MetaData,
     MetadataError,
+    checked_volume_shape,
+    image_key,
+    particle_box,
     read_images,
     read_metadata,
     read_missing_regions,
     read_star,
     read_star_blocks,
+    voxels_text,
     write_star,
 )
 from napari_mltomo.io.volumes import (
@@ -26,7 +30,10 @@ __all__ = [
     "MetadataError",
     "VolumeError",
     "atomic_path",
+    "checked_volume_shape",
+    "image_key",
     "open_volume_lazy",
+    "particle_box",
     "read_images",
     "read_metadata",
     "read_missing_regions",
@@ -36,6 +43,7 @@ __all__ = [
     "read_volume",
     "read_volume_stack",
     "volume_shape",
+    "voxels_text",
     "write_star",
     "write_volume",
 ]

@@ -1,0 +1,77 @@
+"""The demo: a synthetic data set with known answers, written as real files, and the scores of a run on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_mltomo.core.synthetic import (
+    adjusted_rand_index,
+    class_orientation_errors_deg,
+    make_dataset,
+    orientation_errors_deg,
+)
+from napari_mltomo.io import MetaData, image_key, read_images, write_star, write_volume
+
+__all__ = ["DEMO_ARGS", "DEMO_DATASET", "print_demo_scores", "write_demo_data"]
+
+#: The demo's synthetic data set (arguments of ``napari_mltomo.core.synthetic.make_dataset``).
+DEMO_DATASET: dict[str, Any] = dict(n_per_class=20, n_classes=3, size=32, snr=0.25, tilt_deg=60.0, seed=0)
+#: The demo's refinement options (added to ``-i``, ``--missing`` and ``--oroot``).
+DEMO_ARGS: list[str] = [
+    "--nref", "3", "--ang", "20", "--dim", "16", "--iter", "8", "--thr", "2", "--seed", "1",
+]  # fmt: skip
+#: Xmipp angle columns, compared with the truth.
+ANGLE_LABELS = ("angleRot", "angleTilt", "anglePsi")
+
+
+def write_demo_data(folder: Path) -> MetaData:
+    """Write the demo data set; return the truth table (image, ref, angles, shifts)."""
+    dataset = make_dataset(**DEMO_DATASET)
+    (folder / "particles").mkdir(parents=True, exist_ok=True)
+    names = [f"particles/p{i:06d}.mrc" for i in range(1, len(dataset.volumes) + 1)]
+    for name, volume in zip(names, dataset.volumes, strict=True):
+        write_volume(folder / name, volume)
+    image_column = np.array(names, dtype=object)
+    write_star(
+        folder / "images.xmd",
+        MetaData({"image": image_column, "missingRegionNumber": np.ones(len(names), dtype=np.int64)}),
+        "ml_tomo demo particles",
+    )
+    region = dataset.region
+    wedges = MetaData.from_rows(
+        ("missingRegionNumber", "missingRegionType", "missingRegionThetaY0", "missingRegionThetaYF"),
+        [(1, region.kind, region.theta_y0_deg, region.theta_yf_deg)],
+    )
+    write_star(folder / "wedges.xmd", wedges, "Wedgeinfo")
+    labels = ("angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY", "shiftZ")
+    values = np.hstack([dataset.angles_deg, dataset.shifts_px]).T
+    transforms = dict(zip(labels, values, strict=True))
+    truth = MetaData({"image": image_column, "ref": dataset.classes + 1, **transforms})
+    write_star(folder / "truth.xmd", truth, "ml_tomo demo ground truth: class and the transform onto it")
+    return read_images(folder / "truth.xmd")
+
+
+def print_demo_scores(truth: MetaData, result: MetaData, seconds: float) -> None:
+    """Print the adjusted Rand index of the classes and the median pairwise orientation errors (overall
+    and per true class) of a run's ``result`` table against the ``truth`` table, matched by image."""
+    rows = {image_key(str(name)): row for row, name in enumerate(result["image"])}
+    order = np.array([rows[image_key(str(name))] for name in truth["image"]], dtype=np.intp)
+    result = result.take(order)
+    true_angles = truth.float_columns(ANGLE_LABELS)
+    found_angles = result.float_columns(ANGLE_LABELS)
+    assert true_angles is not None and found_angles is not None
+    ari = adjusted_rand_index(truth["ref"], result["ref"])
+    errors = orientation_errors_deg(found_angles, true_angles, truth["ref"])
+    per_class = class_orientation_errors_deg(found_angles, true_angles, truth["ref"])
+    labels, counts = np.unique(truth["ref"], return_counts=True)
+    step = DEMO_ARGS[DEMO_ARGS.index("--ang") + 1]
+    print(f"particles: {len(truth)} in {len(labels)} classes")
+    print(f"adjusted Rand index of the classes: {ari:.3f}")
+    print(f"median pairwise orientation error: {np.median(errors):.1f} deg (angular step {step} deg)")
+    for label, count in zip(labels, counts, strict=True):
+        median = np.median(per_class[int(label)])
+        print(f"class {label}: median pairwise orientation error {median:.1f} deg ({count} particles)")
+    print(f"wall time: {seconds:.1f} s")
