@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -558,6 +559,17 @@ def test_progress_lines(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny
     assert [line for line in lines if "iteration 2/2" in line and "fractions" in line]
     assert [line for line in lines if "start-up step 5" in line and "temperature 1" in line]
     assert captured.out == ""
+
+
+def test_terminal_shows_a_bar_with_the_time_left(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny: Path
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    args = [arg for arg in RUN_ARGS if arg != "--quiet"]
+    assert main([*_inputs(tiny), "--oroot", str(tmp_path / "run"), "--iter", "1", "--chunk", "4", *args]) == 0
+    err = capsys.readouterr().err
+    assert "\rml_tomo: iteration 1 [" in err and "2/2 chunks, 0 s left" in err
+    assert "\r\033[Kml_tomo: iteration 1/1" in err  # the bar is cleared before the iteration's line
 
 
 def test_quiet_run_prints_nothing(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny: Path) -> None:

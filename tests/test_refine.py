@@ -21,6 +21,7 @@ from napari_mltomo.core.params import MLParams, ParameterError
 from napari_mltomo.core.refine import (
     STARTUP_SIZE,
     STARTUP_TEMPERATURE,
+    ChunkProgress,
     MLState,
     StartModel,
     SubtomogramSet,
@@ -94,6 +95,39 @@ def test_generator_yields_start_then_each_iteration_and_stops_when_converged(thr
     states = list(iter_refine(_subtomograms(three_classes), params))
     assert [s.iteration for s in states] == [0, 1]  # eps = 100 converges after the first iteration
     assert states[0].stats is None and states[1].converged
+
+
+def test_every_chunk_of_every_pass_is_reported(three_classes) -> None:
+    data = _subtomograms(three_classes)
+    params = MLParams(n_classes=1, max_iter=2, ang_deg=40.0, dim=SIZE, escape=2, seed=0, chunk_size=4)
+    events: list[ChunkProgress] = []
+    list(iter_refine(data, params, on_chunk=events.append))
+    total = -(-len(data) // 4)
+    stages = ["starting references", "start-up step 1", "start-up step 2", "iteration 1", "iteration 2"]
+    assert [event.stage for event in events] == [stage for stage in stages for _ in range(total)]
+    assert [event.done for event in events] == list(range(1, total + 1)) * len(stages)
+    assert {event.total for event in events} == {total}
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def test_raising_from_the_progress_callback_cancels_between_chunks(three_classes) -> None:
+    params = MLParams(n_classes=1, max_iter=3, ang_deg=40.0, dim=SIZE, escape=0, seed=0, chunk_size=4)
+    events: list[ChunkProgress] = []
+    states: list[MLState] = []
+
+    def cancel_in_iteration_1(event: ChunkProgress) -> None:
+        events.append(event)
+        if event.stage == "iteration 1":
+            raise _Cancelled
+
+    with pytest.raises(_Cancelled):
+        states.extend(iter_refine(_subtomograms(three_classes), params, on_chunk=cancel_in_iteration_1))
+    assert [state.iteration for state in states] == [0]
+    assert [event.stage for event in events][-1] == "iteration 1"
+    assert sum(event.stage == "iteration 1" for event in events) == 1
 
 
 def test_refinement_never_imports_napari_or_qt() -> None:

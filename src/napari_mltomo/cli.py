@@ -28,6 +28,7 @@ from napari_mltomo.cluster import dask_client
 from napari_mltomo.core.missing import MissingRegion
 from napari_mltomo.core.params import MLParams, ParameterError
 from napari_mltomo.core.refine import (
+    ChunkProgress,
     MLState,
     StartModel,
     SubtomogramSet,
@@ -63,6 +64,8 @@ __all__ = [
 ]
 
 PROG = "ml_tomo"
+#: Characters of the progress bar shown on a terminal.
+_BAR_WIDTH = 30
 
 _METADATA_SUFFIXES = frozenset({".xmd", ".star", ".sel", ".doc", ".txt"})
 #: Columns that ``--doc`` brings into the ``-i`` table (replacing any there).
@@ -578,16 +581,39 @@ def _start_model(request: RunRequest) -> StartModel | None:
 
 
 class _Progress:
-    """One line per start-up step and per iteration on stderr (nothing with ``--quiet``)."""
+    """One line per start-up step and per iteration on stderr (nothing with ``--quiet``); on a terminal,
+    a bar with the time left redrawn as the chunks of particles of each pass finish."""
 
     def __init__(self, request: RunRequest) -> None:
         self.quiet = request.quiet
         self.last = request.params.istart + request.params.max_iter - 1
-        self.started = time.perf_counter()
+        self.started = self.mark = time.perf_counter()
+        self.stage, self.stage_started, self.bar_shown = "", self.started, False
 
     def say(self, text: str) -> None:
-        if not self.quiet:
-            print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+        if self.quiet:
+            return
+        if self.bar_shown:
+            sys.stderr.write("\r\033[K")
+            self.bar_shown = False
+        print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+        self.mark = time.perf_counter()
+
+    def chunk(self, progress: ChunkProgress) -> None:
+        if self.quiet or not sys.stderr.isatty():
+            return
+        if progress.stage != self.stage:
+            self.stage, self.stage_started = progress.stage, self.mark
+        elapsed = time.perf_counter() - self.stage_started
+        left = elapsed / progress.done * (progress.total - progress.done)
+        filled = round(_BAR_WIDTH * progress.done / progress.total)
+        bar = "#" * filled + "." * (_BAR_WIDTH - filled)
+        sys.stderr.write(
+            f"\r{PROG}: {progress.stage} [{bar}] {progress.done}/{progress.total} chunks, "
+            f"{left:.0f} s left\033[K"
+        )
+        sys.stderr.flush()
+        self.bar_shown = True
 
     def report(self, state: MLState) -> None:
         elapsed = time.perf_counter() - self.started
@@ -654,7 +680,8 @@ def run(request: RunRequest) -> MLState:
         _refuse_non_finite(data.volumes, request.images["image"], request.params.threads, client)
         progress.say(_summary(request))
         request.oroot.parent.mkdir(parents=True, exist_ok=True)
-        for number, state in enumerate(iter_refine(data, request.params, start, client=client)):
+        states = iter_refine(data, request.params, start, client=client, on_chunk=progress.chunk)
+        for number, state in enumerate(states):
             if state.startup_step:
                 progress.report_startup(state)
                 continue

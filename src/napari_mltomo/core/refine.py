@@ -17,6 +17,7 @@ from typing import Any
 import dask
 import numpy as np
 import scipy.fft as sfft
+from dask.callbacks import Callback
 from numpy.typing import ArrayLike, NDArray
 
 from .estep import (
@@ -59,6 +60,7 @@ from .sampling import (
 )
 
 __all__ = [
+    "ChunkProgress",
     "MLState",
     "StartModel",
     "SubtomogramSet",
@@ -183,6 +185,24 @@ class MLState:
         return self.stats.coverage.sum(axis=0) / weights
 
 
+@dataclass(frozen=True)
+class ChunkProgress:
+    """``done`` of ``total`` chunks of particles of one pass (``stage``: "starting references",
+    "start-up step 2", "iteration 3") are finished."""
+
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class _Dispatch:
+    """Where chunk tasks run (a dask.distributed client, or local threads) and whom to tell."""
+
+    client: Any = None
+    on_chunk: Callable[[ChunkProgress], None] | None = None
+
+
 def internal_size(box_size: int, dim: int | None) -> int:
     """The working box size for ``--dim``: at most ``N0`` and of the same parity (increased by 1)."""
     if dim is None:
@@ -217,6 +237,7 @@ def iter_refine(
     start: StartModel | None = None,
     *,
     client: Any = None,
+    on_chunk: Callable[[ChunkProgress], None] | None = None,
 ) -> Iterator[MLState]:
     """Run the ML refinement, yielding the starting model and then one state per iteration.
 
@@ -229,6 +250,9 @@ def iter_refine(
         subsets if omitted. ``start.iteration`` is the last iteration already done (restart).
     client : dask.distributed.Client, optional
         Run the E-step tasks on this cluster instead of local threads.
+    on_chunk : callable, optional
+        Called with a :class:`ChunkProgress` each time a chunk of particles is done. An exception it
+        raises cancels the run between chunks (the chunks already running finish first).
 
     Yields
     ------
@@ -236,13 +260,14 @@ def iter_refine(
         With ``params.escape`` and no ``start``, first one state per step of the low-resolution
         start (``startup_step > 0``).
     """
+    dispatch = _Dispatch(client, on_chunk)
     setup = _make_setup(data, params)
     if start is None and params.escape > 0 and params.max_iter > 0 and not params.keep_angles:
-        start = yield from _startup(data, params, setup, client)
-    state = _starting_state(data, params, setup, start, client)
+        start = yield from _startup(data, params, setup, dispatch)
+    state = _starting_state(data, params, setup, start, dispatch)
     yield state
     for iteration in range(state.iteration + 1, params.max_iter + params.istart):
-        state = _iterate(data, params, setup, state, iteration, client)
+        state = _iterate(data, params, setup, state, iteration, dispatch, f"iteration {iteration}")
         yield state
         if state.converged:
             return
@@ -279,10 +304,13 @@ def _map_chunks(
     data: SubtomogramSet,
     params: MLParams,
     shared: Sequence[Any],
-    client: Any,
+    dispatch: _Dispatch,
+    stage: str,
 ) -> list[Any]:
-    """Apply ``function(volumes, indices, *shared)`` to every chunk of particles with dask."""
+    """Apply ``function(volumes, indices, *shared)`` to every chunk of particles with dask, reporting
+    each finished chunk of ``stage`` to ``dispatch.on_chunk``."""
     chunks = _chunks(len(data), params.chunk_size)
+    client = dispatch.client
     if client is not None:
         shared = [client.scatter(item, broadcast=True) for item in shared]
     tasks = [
@@ -290,8 +318,39 @@ def _map_chunks(
         for chunk in chunks
     ]
     if client is not None:
-        return client.gather(client.compute(tasks))
-    return list(dask.compute(*tasks, scheduler="threads", num_workers=params.threads))
+        return _gather_reporting(client, tasks, stage, dispatch.on_chunk)
+    with _ChunkCounter({task.key for task in tasks}, stage, dispatch.on_chunk):
+        return list(dask.compute(*tasks, scheduler="threads", num_workers=params.threads))
+
+
+class _ChunkCounter(Callback):
+    """Report each finished task among ``keys`` (dask calls this in the scheduling thread)."""
+
+    def __init__(self, keys: set[Any], stage: str, on_chunk: Callable[[ChunkProgress], None] | None):
+        super().__init__()
+        self.keys, self.stage, self.on_chunk, self.done = keys, stage, on_chunk, 0
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if key in self.keys and self.on_chunk is not None:
+            self.done += 1
+            self.on_chunk(ChunkProgress(self.stage, self.done, len(self.keys)))
+
+
+def _gather_reporting(
+    client: Any, tasks: list[Any], stage: str, on_chunk: Callable[[ChunkProgress], None] | None
+) -> list[Any]:
+    """Compute ``tasks`` on a dask.distributed cluster, reporting each as it finishes."""
+    from distributed import as_completed
+
+    futures = client.compute(tasks)
+    try:
+        for done, _ in enumerate(as_completed(futures), start=1):
+            if on_chunk is not None:
+                on_chunk(ChunkProgress(stage, done, len(tasks)))
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return client.gather(futures)
 
 
 def _observed_particles(
@@ -325,10 +384,10 @@ def prepare_references(volumes: ArrayLike, size: int) -> NDArray[np.float64]:
 
 
 def _starting_state(
-    data: SubtomogramSet, params: MLParams, setup: _Setup, start: StartModel | None, client: Any
+    data: SubtomogramSet, params: MLParams, setup: _Setup, start: StartModel | None, dispatch: _Dispatch
 ) -> MLState:
     if start is None:
-        references = _random_references(data, params, setup, client)
+        references = _random_references(data, params, setup, dispatch)
         start = StartModel(
             references=smooth_by_rotation(flatten_outside_sphere(references)),
             iteration=params.istart - 1,
@@ -367,7 +426,7 @@ STARTUP_TEMPERATURE = 30.0
 
 
 def _startup(
-    data: SubtomogramSet, params: MLParams, setup: _Setup, client: Any
+    data: SubtomogramSet, params: MLParams, setup: _Setup, dispatch: _Dispatch
 ) -> Generator[MLState, None, StartModel]:
     """``params.escape`` annealed iterations at low resolution from random references.
 
@@ -379,11 +438,12 @@ def _startup(
     """
     low = replace(params, dim=STARTUP_SIZE if setup.size > STARTUP_SIZE else params.dim, reg0=0.0, regf=0.0)
     low_setup = _make_setup(data, low)
-    state = _starting_state(data, low, low_setup, None, client)
+    state = _starting_state(data, low, low_setup, None, dispatch)
     steps = params.escape
     for step in range(1, steps + 1):
         temperature = STARTUP_TEMPERATURE ** ((steps - step) / max(steps - 1, 1))
-        state = _iterate(data, low, low_setup, state, step, client, temperature)
+        stage = f"start-up step {step}"
+        state = _iterate(data, low, low_setup, state, step, dispatch, stage, temperature)
         yield replace(state, startup_step=step, temperature=temperature)
     ratio = setup.scale / low_setup.scale
     return StartModel(
@@ -396,7 +456,7 @@ def _startup(
 
 
 def _random_references(
-    data: SubtomogramSet, params: MLParams, setup: _Setup, client: Any
+    data: SubtomogramSet, params: MLParams, setup: _Setup, dispatch: _Dispatch
 ) -> NDArray[np.float64]:
     """Weighted averages of random subsets of particles in random (or metadata) orientations."""
     rng = _rng(params, 0, 0)
@@ -425,7 +485,8 @@ def _random_references(
             setup,
             params.n_classes,
         ],
-        client,
+        dispatch,
+        "starting references",
     )
     sums, coverage = sum(p[0] for p in parts), sum(p[1] for p in parts)
     spectra = sums.sum(axis=0)
@@ -527,10 +588,12 @@ def _iterate(
     setup: _Setup,
     state: MLState,
     iteration: int,
-    client: Any,
+    dispatch: _Dispatch,
+    stage: str,
     temperature: float = 1.0,
 ) -> MLState:
-    """One EM iteration; ``temperature > 1`` flattens the posteriors (likelihoods to the power ``1/T``)."""
+    """One EM iteration (``stage`` names it in progress reports); ``temperature > 1`` flattens the
+    posteriors (likelihoods to the power ``1/T``)."""
     grid = _grid(params, iteration)
     log_prior, shift_sq = translation_log_prior(
         setup.size,
@@ -550,7 +613,8 @@ def _iterate(
     )
     bank = ReferenceBank(state.references, grid.matrices, setup.masks, threads=params.threads)
     halves = _rng(params, iteration, 1).integers(0, 2, size=len(data))
-    parts = _map_chunks(_estep_task, data, params, [halves, data.region_index, setup, bank, model], client)
+    shared = [halves, data.region_index, setup, bank, model]
+    parts = _map_chunks(_estep_task, data, params, shared, dispatch, stage)
     stats = functools.reduce(operator.add, parts)
     return _maximise(data, params, setup, state, stats, grid, iteration)
 
