@@ -549,6 +549,14 @@ def test_restart_past_the_last_iteration_is_refused(
     assert "--restart" in _error_line(capsys)
 
 
+def test_restart_with_another_class_count_is_refused(
+    capsys: pytest.CaptureFixture[str], one_iteration: Path
+) -> None:
+    assert main(["--restart", f"{one_iteration}_it000001_log.xmd", "--iter", "2", "--nref", "3"]) == 2
+    line = _error_line(capsys)
+    assert "--restart" in line and "holds 2 references of 16 voxels" in line and "3 classes" in line
+
+
 def test_progress_lines(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny: Path) -> None:
     args = [arg for arg in RUN_ARGS if arg != "--quiet"]
     assert main([*_inputs(tiny), "--oroot", str(tmp_path / "run"), "--iter", "2", *args]) == 0
@@ -570,6 +578,23 @@ def test_terminal_shows_a_bar_with_the_time_left(
     err = capsys.readouterr().err
     assert "\rml_tomo: iteration 1 [" in err and "2/2 chunks, 0 s left" in err
     assert "\r\033[Kml_tomo: iteration 1/1" in err  # the bar is cleared before the iteration's line
+
+
+def test_the_bar_is_cleared_before_an_interruption(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny: Path
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(cli, "write_iteration", lambda *args, **kwargs: _raise(KeyboardInterrupt()))
+    args = [arg for arg in RUN_ARGS if arg != "--quiet"]
+    main([*_inputs(tiny), "--oroot", str(tmp_path / "run"), "--iter", "1", "--chunk", "4", *args])
+    err = capsys.readouterr().err
+    last_bar = err.rindex(" chunks, ")
+    assert "\r\033[K" in err[last_bar:]  # cleared before the interruption's message
+    assert err.rstrip().splitlines()[-1].startswith("ml_tomo:") and "chunks" not in err.splitlines()[-1]
+
+
+def _raise(error: BaseException) -> None:
+    raise error
 
 
 def test_quiet_run_prints_nothing(capsys: pytest.CaptureFixture[str], tmp_path: Path, tiny: Path) -> None:

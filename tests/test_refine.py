@@ -109,6 +109,21 @@ def test_every_chunk_of_every_pass_is_reported(three_classes) -> None:
     assert {event.total for event in events} == {total}
 
 
+@pytest.mark.parametrize(
+    ("references", "fractions", "expected"),
+    [
+        (np.zeros((2, SIZE, SIZE, SIZE)), None, "holds 2 references of 16 voxels"),
+        (np.zeros((1, 12, 12, 12)), None, "holds 1 references of 12 voxels"),
+        (np.zeros((1, SIZE, SIZE, SIZE)), np.array([0.5, 0.5]), "2 class fractions for 1 classes"),
+    ],
+)
+def test_a_start_that_does_not_fit_the_run_is_refused(three_classes, references, fractions, expected) -> None:
+    params = MLParams(n_classes=1, max_iter=1, ang_deg=40.0, dim=SIZE, seed=0)
+    start = StartModel(references=references, fractions=fractions)
+    with pytest.raises(ParameterError, match=expected):
+        next(iter_refine(_subtomograms(three_classes), params, start))
+
+
 class _Cancelled(Exception):
     pass
 

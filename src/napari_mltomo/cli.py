@@ -10,11 +10,13 @@ as the original's examples use them. A bad file, value or combination of options
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import shlex
+import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -32,6 +34,7 @@ from napari_mltomo.core.refine import (
     MLState,
     StartModel,
     SubtomogramSet,
+    check_start,
     internal_size,
     iter_refine,
     prepare_references,
@@ -560,12 +563,10 @@ def _start_model(request: RunRequest) -> StartModel | None:
     params = request.params
     if request.restart is not None:
         point = read_restart(request.restart)
-        found = point.model.references.shape
-        if found[0] != params.n_classes or found[-1] != request.size:
-            raise ParameterError(
-                f"--restart {request.restart} holds {found[0]} references of {found[-1]} voxels, but this "
-                f"run has {params.n_classes} classes at {request.size} voxels (--nref/--ref/--dim)"
-            )
+        try:
+            check_start(point.model, params, request.size)
+        except ParameterError as error:
+            raise ParameterError(f"--restart {request.restart}: {error}") from None
         last = params.istart + params.max_iter - 1
         if point.iteration >= last:
             raise ParameterError(f"--restart is at iteration {point.iteration}; raise --iter above it")
@@ -593,9 +594,7 @@ class _Progress:
     def say(self, text: str) -> None:
         if self.quiet:
             return
-        if self.bar_shown:
-            sys.stderr.write("\r\033[K")
-            self.bar_shown = False
+        self.clear()
         print(f"{PROG}: {text}", file=sys.stderr, flush=True)
         self.mark = time.perf_counter()
 
@@ -604,16 +603,24 @@ class _Progress:
             return
         if progress.stage != self.stage:
             self.stage, self.stage_started = progress.stage, self.mark
-        elapsed = time.perf_counter() - self.stage_started
-        left = elapsed / progress.done * (progress.total - progress.done)
+        now = time.perf_counter()
+        left = (now - self.stage_started) / progress.done * (progress.total - progress.done)
         filled = round(_BAR_WIDTH * progress.done / progress.total)
         bar = "#" * filled + "." * (_BAR_WIDTH - filled)
-        sys.stderr.write(
-            f"\r{PROG}: {progress.stage} [{bar}] {progress.done}/{progress.total} chunks, "
-            f"{left:.0f} s left\033[K"
-        )
+        line = f"{PROG}: {progress.stage} [{bar}] {progress.done}/{progress.total} chunks, {left:.0f} s left"
+        columns = shutil.get_terminal_size().columns
+        sys.stderr.write(f"\r{line[: columns - 1]}\033[K")
         sys.stderr.flush()
         self.bar_shown = True
+        if progress.done == progress.total:
+            self.mark = now  # the next pass starts here
+
+    def clear(self) -> None:
+        """Remove the bar, so that what follows (an error, an interruption) starts its own line."""
+        if self.bar_shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self.bar_shown = False
 
     def report(self, state: MLState) -> None:
         elapsed = time.perf_counter() - self.started
@@ -654,6 +661,15 @@ def _summary(request: RunRequest) -> str:
     )
 
 
+@contextlib.contextmanager
+def _cleared(progress: _Progress) -> Iterator[None]:
+    """Clear the progress bar however the block ends."""
+    try:
+        yield
+    finally:
+        progress.clear()
+
+
 def run(request: RunRequest) -> MLState:
     """Run a checked command: refine, writing every iteration's files and the final ones.
 
@@ -676,7 +692,7 @@ def run(request: RunRequest) -> MLState:
         "box_size": request.box_size,
     }
     state = None
-    with dask_client(request.scheduler, request.workers) as client:
+    with dask_client(request.scheduler, request.workers) as client, _cleared(progress):
         _refuse_non_finite(data.volumes, request.images["image"], request.params.threads, client)
         progress.say(_summary(request))
         request.oroot.parent.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,7 @@ __all__ = [
     "MLState",
     "StartModel",
     "SubtomogramSet",
+    "check_start",
     "internal_size",
     "iter_refine",
     "prepare_references",
@@ -203,6 +204,27 @@ class _Dispatch:
     on_chunk: Callable[[ChunkProgress], None] | None = None
 
 
+def check_start(start: StartModel, params: MLParams, size: int) -> None:
+    """Refuse a starting model that does not fit the run: its class count and box must be the run's.
+
+    Raises
+    ------
+    ParameterError
+        Naming what the model holds and what the run needs (``--nref``/``--ref``, ``--dim``).
+    """
+    found = np.shape(start.references)
+    if len(found) != 4 or found[0] != params.n_classes or found[1:] != (size,) * 3:
+        held = f"{found[0]} references of {found[-1]} voxels" if len(found) == 4 else f"an array of {found}"
+        raise ParameterError(
+            f"the starting model holds {held}, but this run has {params.n_classes} classes at {size} voxels "
+            "(--nref/--ref/--dim)"
+        )
+    if params.fractions is None and start.fractions is not None and len(start.fractions) != params.n_classes:
+        raise ParameterError(
+            f"the starting model has {len(start.fractions)} class fractions for {params.n_classes} classes"
+        )
+
+
 def internal_size(box_size: int, dim: int | None) -> int:
     """The working box size for ``--dim``: at most ``N0`` and of the same parity (increased by 1)."""
     if dim is None:
@@ -246,24 +268,33 @@ def iter_refine(
     data : SubtomogramSet
     params : MLParams
     start : StartModel, optional
-        References (and parameters) to start from; random references from ``params.n_classes``
-        subsets if omitted. ``start.iteration`` is the last iteration already done (restart).
+        References (and parameters) to start from, ``params.n_classes`` of them at the internal box
+        (:func:`check_start`); random references from ``params.n_classes`` subsets if omitted.
+        ``start.iteration`` is the last iteration already done (restart).
     client : dask.distributed.Client, optional
         Run the E-step tasks on this cluster instead of local threads.
     on_chunk : callable, optional
         Called with a :class:`ChunkProgress` each time a chunk of particles is done. An exception it
-        raises cancels the run between chunks (the chunks already running finish first).
+        raises cancels the run between chunks: no chunk starts after it (those already running finish
+        in the background, unwaited).
 
     Yields
     ------
     MLState
         With ``params.escape`` and no ``start``, first one state per step of the low-resolution
         start (``startup_step > 0``).
+
+    Raises
+    ------
+    ParameterError
+        If ``start`` does not fit the run (:func:`check_start`).
     """
     dispatch = _Dispatch(client, on_chunk)
     setup = _make_setup(data, params)
     if start is None and params.escape > 0 and params.max_iter > 0 and not params.keep_angles:
         start = yield from _startup(data, params, setup, dispatch)
+    if start is not None:
+        check_start(start, params, setup.size)
     state = _starting_state(data, params, setup, start, dispatch)
     yield state
     for iteration in range(state.iteration + 1, params.max_iter + params.istart):
