@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from napari_mltomo.core.synthetic import make_dataset
-from napari_mltomo.demo import DEMO_DATASET
+from napari_mltomo.demo import DEMO_DATASET, truth_columns
 
 
 def make_sample() -> list[tuple[Any, dict[str, Any], str]]:
@@ -15,12 +15,7 @@ def make_sample() -> list[tuple[Any, dict[str, Any], str]]:
     shifts in pixels: ``particle(q) = map(E (q + s))``).
     """
     dataset = make_dataset(**DEMO_DATASET)
-    truth = {
-        "ref": dataset.classes + 1,
-        **dict(zip(("angleRot", "angleTilt", "anglePsi"), dataset.angles_deg.T, strict=True)),
-        **dict(zip(("shiftX", "shiftY", "shiftZ"), dataset.shifts_px.T, strict=True)),
-    }
-    particles = {"name": "synthetic particles", "metadata": {"table": truth}}
+    particles = {"name": "synthetic particles", "metadata": {"table": truth_columns(dataset)}}
     return [
         (dataset.volumes, particles, "image"),
         (dataset.phantoms, {"name": "true class maps"}, "image"),

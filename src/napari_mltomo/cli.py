@@ -40,6 +40,8 @@ from napari_mltomo.core.refine import (
     prepare_references,
 )
 from napari_mltomo.io import (
+    ANGLE_LABELS,
+    SHIFT_LABELS,
     MetaData,
     MetadataError,
     VolumeError,
@@ -75,8 +77,6 @@ _METADATA_SUFFIXES = frozenset({".xmd", ".star", ".sel", ".doc", ".txt"})
 _DOC_LABELS = (
     "angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY", "shiftZ", "ref", "missingRegionNumber",
 )  # fmt: skip
-_ANGLE_LABELS = ("angleRot", "angleTilt", "anglePsi")
-_SHIFT_LABELS = ("shiftX", "shiftY", "shiftZ")
 _NOT_IMPLEMENTED_FLAGS = (
     "dont_limit_psirange", "dont_rotate", "dont_align", "only_average", "maxCC", "dont_impute",
     "filter", "ini_filter",
@@ -519,11 +519,11 @@ def _params(args: argparse.Namespace, images: MetaData, *, n_classes: int) -> ML
 def _check_angles(params: MLParams, images: MetaData, input_path: str) -> None:
     if not params.keep_angles:
         return
-    if not all(label in images for label in _ANGLE_LABELS):
+    if not all(label in images for label in ANGLE_LABELS):
         raise ParameterError(
             f"--keep_angles needs angleRot, angleTilt and anglePsi in -i or --doc; {input_path} has none"
         )
-    angles = images.float_columns(_ANGLE_LABELS)
+    angles = images.float_columns(ANGLE_LABELS)
     if angles is None or not np.all(np.isfinite(angles)):
         raise ParameterError(f"--keep_angles: some images of {input_path} have no angles")
 
@@ -538,8 +538,8 @@ def _subtomograms(request: RunRequest) -> SubtomogramSet:
         volumes,
         request.regions,
         request.region_index,
-        request.images.float_columns(_ANGLE_LABELS),
-        request.images.float_columns(_SHIFT_LABELS),
+        request.images.float_columns(ANGLE_LABELS),
+        request.images.float_columns(SHIFT_LABELS),
     )
 
 

@@ -6,16 +6,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from napari_mltomo.core.synthetic import (
+    SyntheticDataset,
     adjusted_rand_index,
     class_orientation_errors_deg,
     make_dataset,
     orientation_errors_deg,
 )
-from napari_mltomo.io import MetaData, image_key, read_images, write_star, write_volume
+from napari_mltomo.io import (
+    ANGLE_LABELS,
+    SHIFT_LABELS,
+    MetaData,
+    image_key,
+    read_images,
+    write_star,
+    write_volume,
+)
 
-__all__ = ["DEMO_ARGS", "DEMO_DATASET", "print_demo_scores", "write_demo_data"]
+__all__ = ["DEMO_ARGS", "DEMO_DATASET", "print_demo_scores", "truth_columns", "write_demo_data"]
 
 #: The demo's synthetic data set (arguments of ``napari_mltomo.core.synthetic.make_dataset``).
 DEMO_DATASET: dict[str, Any] = dict(n_per_class=20, n_classes=3, size=32, snr=0.25, tilt_deg=60.0, seed=0)
@@ -23,8 +33,6 @@ DEMO_DATASET: dict[str, Any] = dict(n_per_class=20, n_classes=3, size=32, snr=0.
 DEMO_ARGS: list[str] = [
     "--nref", "3", "--ang", "20", "--dim", "16", "--iter", "8", "--thr", "2", "--seed", "1",
 ]  # fmt: skip
-#: Xmipp angle columns, compared with the truth.
-ANGLE_LABELS = ("angleRot", "angleTilt", "anglePsi")
 
 
 def write_demo_data(folder: Path) -> MetaData:
@@ -46,12 +54,15 @@ def write_demo_data(folder: Path) -> MetaData:
         [(1, region.kind, region.theta_y0_deg, region.theta_yf_deg)],
     )
     write_star(folder / "wedges.xmd", wedges, "Wedgeinfo")
-    labels = ("angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY", "shiftZ")
-    values = np.hstack([dataset.angles_deg, dataset.shifts_px]).T
-    transforms = dict(zip(labels, values, strict=True))
-    truth = MetaData({"image": image_column, "ref": dataset.classes + 1, **transforms})
+    truth = MetaData({"image": image_column, **truth_columns(dataset)})
     write_star(folder / "truth.xmd", truth, "ml_tomo demo ground truth: class and the transform onto it")
     return read_images(folder / "truth.xmd")
+
+
+def truth_columns(dataset: SyntheticDataset) -> dict[str, NDArray]:
+    """The true class (``ref``, 1-based), Xmipp angles and shifts of each particle, as metadata columns."""
+    values = np.hstack([dataset.angles_deg, dataset.shifts_px]).T
+    return {"ref": dataset.classes + 1, **dict(zip(ANGLE_LABELS + SHIFT_LABELS, values, strict=True))}
 
 
 def print_demo_scores(truth: MetaData, result: MetaData, seconds: float) -> None:

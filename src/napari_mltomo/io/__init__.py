@@ -2,6 +2,8 @@
 
 from napari_mltomo.io._atomic import atomic_path
 from napari_mltomo.io.metadata import (
+    ANGLE_LABELS,
+    SHIFT_LABELS,
     MetaData,
     MetadataError,
     checked_volume_shape,
@@ -26,6 +28,8 @@ from napari_mltomo.io.volumes import (
 )
 
 __all__ = [
+    "ANGLE_LABELS",
+    "SHIFT_LABELS",
     "MetaData",
     "MetadataError",
     "VolumeError",

@@ -23,10 +23,12 @@ from napari_mltomo.io._atomic import atomic_path
 from napari_mltomo.io.volumes import volume_shape
 
 __all__ = [
+    "ANGLE_LABELS",
     "FLOAT_LABELS",
     "IMAGE_COLUMNS",
     "INT_LABELS",
     "MISSING_REGION_COLUMNS",
+    "SHIFT_LABELS",
     "STRING_LABELS",
     "MetaData",
     "MetadataError",
@@ -42,6 +44,9 @@ __all__ = [
     "write_star",
 ]
 
+#: Xmipp Euler angle and shift columns of a particle's transform, in this order.
+ANGLE_LABELS = ("angleRot", "angleTilt", "anglePsi")
+SHIFT_LABELS = ("shiftX", "shiftY", "shiftZ")
 INT_LABELS = frozenset({"ref", "missingRegionNumber", "enabled", "itemId", "iterationNumber"})
 FLOAT_LABELS = frozenset(
     {

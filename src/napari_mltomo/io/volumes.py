@@ -135,8 +135,8 @@ def open_volume_lazy(path: str | os.PathLike[str]) -> np.memmap:
 def read_volume_stack(paths: Sequence[str | os.PathLike[str]], shape: tuple[int, int, int]) -> da.Array:
     """Volumes of one ``shape`` as a lazy ``(n, z, y, x)`` float32 dask array, one task per file.
 
-    Nothing is read until a chunk is computed; a file that turns out to have another shape then raises
-    :class:`VolumeError` naming it.
+    Nothing is read until a chunk is computed, and the files' shapes are not checked here: check them
+    first (:func:`napari_mltomo.io.particle_box` reads the headers).
     """
     read = dask.delayed(read_volume, pure=True)
     return da.stack([da.from_delayed(read(str(path)), shape, dtype=np.float32) for path in paths])
