@@ -24,7 +24,7 @@ import dask
 import numpy as np
 import scipy.fft as sfft
 
-from napari_mltomo.cluster import local_cluster
+from napari_mltomo.compute import local_cluster
 from napari_mltomo.core.estep import (
     EStepModel,
     ParticleChunk,

@@ -11,10 +11,11 @@ import mrcfile
 import numpy as np
 import pytest
 
-import napari_mltomo.cli as cli
+import napari_mltomo.compute as compute
 import napari_mltomo.demo as demo
 import napari_mltomo.io.volumes as volumes_module
-from napari_mltomo.cli import RunRequest, UsageError, main, parse_command
+from napari_mltomo.cli import main, parse_command
+from napari_mltomo.core.params import ParameterError
 from napari_mltomo.core.synthetic import make_dataset
 from napari_mltomo.io import (
     MetaData,
@@ -24,6 +25,8 @@ from napari_mltomo.io import (
     write_star,
     write_volume,
 )
+from napari_mltomo.io.inputs import RunInputs
+from napari_mltomo.io.run import RunWriter
 
 #: Every option of the seed document and ARCHITECTURE.md section 3, plus ours.
 SEED_OPTIONS = (
@@ -344,12 +347,12 @@ def test_seed_example_commands_parse(seed_files: Path, command: str) -> None:
     words = shlex.split(command)[1:]
     refused = [word for word in words if word in REFUSED_IN_EXAMPLES]
     if refused:
-        with pytest.raises(UsageError, match="not implemented yet") as error:
+        with pytest.raises(ParameterError, match="not implemented yet") as error:
             parse_command(words)
         assert all(option in str(error.value) for option in refused)
         words = _without_refused(words)
     request = parse_command(words)
-    assert isinstance(request, RunRequest)
+    assert isinstance(request, RunInputs)
     assert request.box_size == SEED_BOX
     assert len(request.images) == 3 and len(request.regions) == 1
     np.testing.assert_array_equal(request.region_index, 0)
@@ -584,7 +587,7 @@ def test_the_bar_is_cleared_before_an_interruption(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny: Path
 ) -> None:
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    monkeypatch.setattr(cli, "write_iteration", lambda *args, **kwargs: _raise(KeyboardInterrupt()))
+    monkeypatch.setattr(RunWriter, "write_iteration", lambda *args, **kwargs: _raise(KeyboardInterrupt()))
     args = [arg for arg in RUN_ARGS if arg != "--quiet"]
     main([*_inputs(tiny), "--oroot", str(tmp_path / "run"), "--iter", "1", "--chunk", "4", *args])
     err = capsys.readouterr().err
@@ -646,7 +649,7 @@ def test_keyboard_interrupt(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "iter_refine", interrupted)
+    monkeypatch.setattr(compute, "iter_refine", interrupted)
     assert main([*_inputs(tiny), "--oroot", str(tmp_path / "run"), *RUN_ARGS]) == 130
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "interrupted" in err and "Traceback" not in err

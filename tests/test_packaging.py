@@ -42,7 +42,7 @@ def _imported_gui_modules(*modules: str) -> list[str]:
         ("napari_mltomo.core",),
         ("napari_mltomo.io",),
         ("napari_mltomo.core", "napari_mltomo.io"),
-        ("napari_mltomo.demo", "napari_mltomo.cluster"),
+        ("napari_mltomo.demo", "napari_mltomo.compute"),
         ("napari_mltomo._reader", "napari_mltomo._writer", "napari_mltomo._sample_data"),
         pytest.param(
             ("napari_mltomo.cli",),

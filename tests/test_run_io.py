@@ -25,11 +25,10 @@ from napari_mltomo.io import (
     write_star,
 )
 from napari_mltomo.io.run import (
+    RunWriter,
     iteration_root,
     read_command_line,
     read_restart,
-    write_final,
-    write_iteration,
 )
 
 BOX = 16
@@ -58,8 +57,12 @@ def _images() -> MetaData:
     )
 
 
+def _writer(root: Path, images: MetaData | None = None) -> RunWriter:
+    return RunWriter(root, _images() if images is None else images, True, PIXEL_A, BOX, COMMAND)
+
+
 def _write(folder: Path, state: MLState) -> list[Path]:
-    return write_iteration(folder / "run", state, _images(), True, PIXEL_A, BOX, COMMAND)
+    return _writer(folder / "run").write_iteration(state)
 
 
 def test_iteration_root() -> None:
@@ -217,7 +220,7 @@ def test_read_restart_rejects_other_files(tmp_path: Path) -> None:
 
 def test_final_files(tmp_path: Path, run_states: list[MLState]) -> None:
     state = run_states[-1]
-    written = write_final(tmp_path / "run", state, _images(), True, PIXEL_A, BOX)
+    written = _writer(tmp_path / "run").write_final(state)
     expected = {"run_ref000001.mrc", "run_ref000002.mrc", "run.fsc", "run_img.xmd", "run_ref.xmd"}
     assert {path.name for path in written} == expected
     assert {path.name for path in tmp_path.iterdir()} == expected
@@ -237,7 +240,7 @@ def test_final_files(tmp_path: Path, run_states: list[MLState]) -> None:
 
 
 def test_final_files_of_a_run_without_iterations(tmp_path: Path, run_states: list[MLState]) -> None:
-    write_final(tmp_path / "run", run_states[0], _images(), True, PIXEL_A, BOX)
+    _writer(tmp_path / "run").write_final(run_states[0])
     blocks = read_star_blocks(tmp_path / "run_ref.xmd")
     assert len(blocks["class000001_images"]) == len(blocks["class000002_images"]) == 0
     assert len(read_star(tmp_path / "run_img.xmd")) == N_PARTICLES
@@ -252,7 +255,7 @@ def test_image_paths_are_relative_to_the_table(
     monkeypatch.chdir(tmp_path)
     absolute = str(tmp_path / "elsewhere" / "q.mrc")
     images = _images().with_columns(image=np.array([absolute, *_images()["image"][1:]], dtype=object))
-    write_iteration(Path("out") / "run", run_states[1], images, True, PIXEL_A, BOX, COMMAND)
+    _writer(Path("out") / "run", images).write_iteration(run_states[1])
     doc = read_star(tmp_path / "out" / "run_it000001.doc")
     assert doc["image"][0] == absolute
     assert doc["image"][1] == os.path.join("..", "particles", "p000007.mrc")

@@ -13,6 +13,7 @@ import scipy.fft as sfft
 from numpy.typing import NDArray
 
 __all__ = [
+    "centred_coverage",
     "fourier_rescale",
     "fsc",
     "half_grid_weights",
@@ -204,3 +205,22 @@ def resolution_from_fsc(curve: NDArray[np.float64]) -> int:
     if below.size == 0:
         return len(curve) - 1
     return max(1, int(below[0]))
+
+
+def centred_coverage(half: NDArray[np.float64], box_size: int) -> NDArray[np.float32]:
+    """Half-grid maps ``(K, N, N, N//2+1)`` of a real, even quantity (Fourier coverage) -> full grids
+    ``(K, N0, N0, N0)``, fftshifted (zero frequency at ``N0//2``), zero-padded to ``box_size`` ``N0``.
+
+    The full grid follows from Hermitian symmetry. Frequencies beyond the internal Nyquist are not
+    observed, so padding with zeros puts the map on the input box.
+    """
+    size = half.shape[1]
+    mirror = (-np.arange(size)) % size
+    upper = np.arange(half.shape[-1], size)
+    reflected = half[:, mirror][:, :, mirror][..., size - upper]
+    full = np.fft.fftshift(np.concatenate([half, reflected], axis=-1), axes=(1, 2, 3))
+    start = box_size // 2 - size // 2
+    window = slice(start, start + size)
+    padded = np.zeros((len(half), box_size, box_size, box_size), dtype=np.float32)
+    padded[:, window, window, window] = full
+    return padded

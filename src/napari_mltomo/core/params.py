@@ -1,10 +1,30 @@
-"""The validated set of refinement options shared by the command line and the napari widget."""
+"""The refinement options: one table that both the command line and the napari widget are built from, and
+the validated parameters object the engine takes.
+
+:data:`OPTIONS` declares every option once (flag, group, type, default, help and what it sets in
+:class:`MLParams`); ``argparse`` and the magicgui widget are generated from it, so their defaults cannot
+drift. :func:`params_from_options` turns option values into :class:`MLParams`, :func:`refuse_unimplemented`
+gives the one message for options that are not implemented yet, and :func:`options_to_argv` writes the
+equivalent ``ml_tomo`` arguments.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Literal
 
-__all__ = ["MLParams", "ParameterError"]
+__all__ = [
+    "GROUPS",
+    "OPTIONS",
+    "MLParams",
+    "Option",
+    "ParameterError",
+    "default_values",
+    "options_to_argv",
+    "params_from_options",
+    "refuse_unimplemented",
+]
 
 
 class ParameterError(ValueError):
@@ -46,7 +66,7 @@ class MLParams:
     eps: float = 5e-5
     pixel_size_A: float = 1.0
     threads: int = 1
-    chunk_size: int = 32
+    chunk_size: int = 16
     seed: int = 0
     significance: float = 1e-8
     escape: int = 5
@@ -102,3 +122,365 @@ class MLParams:
 def _require(condition: bool, option: str, message: str) -> None:
     if not condition:
         raise ParameterError(f"{option} {message}")
+
+
+# --------------------------------------------------------------------------- the option table
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of ``ml_tomo`` and of the Refinement widget.
+
+    Attributes
+    ----------
+    flags : tuple of str
+        Command-line spellings, the long one last (``("-o", "--oroot")``).
+    kind : type
+        ``bool`` (a switch), ``int``, ``float`` or ``str``.
+    default : object
+        Value when the option is not given (None: not given).
+    help : str
+        One line; the default is appended where it says something.
+    group : str
+        Section of ``ml_tomo -h`` and of the widget, as the original's documentation groups them.
+    metavar : str or None
+        Placeholder of the value in ``-h``.
+    path : {"r", "w"} or None
+        The value names a file to read or an output root to write (a file picker in the widget).
+    field : str or None
+        The :class:`MLParams` field it sets directly (None: the inputs reader uses it).
+    convert : callable or None
+        Option value -> field value (for example ``-1`` -> None).
+    implemented : bool
+        False: refused with "not implemented yet" when given a value other than the default.
+    widget : bool
+        Shown in the widget (``--quiet`` is a command-line matter).
+    """
+
+    flags: tuple[str, ...]
+    kind: type
+    default: Any
+    help: str
+    group: str
+    metavar: str | None = None
+    path: Literal["r", "w"] | None = None
+    field: str | None = None
+    convert: Callable[[Any], Any] | None = None
+    implemented: bool = True
+    widget: bool = True
+
+    @property
+    def name(self) -> str:
+        """The value's name: the long flag without dashes (``oroot``, ``tiltF``); ``input`` for ``-i``."""
+        return "input" if self.flags == ("-i",) else self.flags[-1].lstrip("-")
+
+    @property
+    def help_text(self) -> str:
+        """The help line with the default appended (switches and options without a default have none)."""
+        if self.kind is bool or self.default is None:
+            return self.help
+        return f"{self.help} (default: {self.default})"
+
+
+def _unset_if_negative(value: float) -> float | None:
+    return None if value < 0 else value
+
+
+GROUPS: tuple[str, ...] = (
+    "Input and output",
+    "Angular sampling",
+    "Regularisation",
+    "Others",
+    "Additional options",
+    "napari-mltomo (not in Xmipp)",
+)
+_IO, _SAMPLING, _REG, _OTHERS, _ADDITIONAL, _OURS = GROUPS
+_ESCAPE_HELP = (
+    "For --nref starts: N annealed start-up steps at a 16-voxel box before iteration 1, which keep "
+    "classes from locking onto noise (0: off). Five cost about 1.8 iterations of a 32-voxel run, or 12 "
+    "of a 16-voxel run"
+)
+
+#: Every option, in the order of ``ml_tomo -h``.
+OPTIONS: tuple[Option, ...] = (
+    Option(("-i",), str, None, "Input images (and angles); required unless --restart", _IO, "METADATA", "r"),
+    Option(("-o", "--oroot"), str, "mltomo", "Output rootname", _IO, "ROOT", "w"),
+    Option(("--nref",), int, 0, "Number of references to generate (recommended)", _IO, "K"),
+    Option(
+        ("--ref",),
+        str,
+        None,
+        "or a reference volume, or a metadata file of reference volumes",
+        _IO,
+        "FILE",
+        "r",
+    ),
+    Option(
+        ("--doc",),
+        str,
+        None,
+        "Angles, shifts, ref and missingRegionNumber for the -i images",
+        _IO,
+        "METADATA",
+        "r",
+    ),
+    Option(
+        ("--keep_angles",),
+        bool,
+        False,
+        "Use the metadata angles for the initial references",
+        _IO,
+        field="keep_angles",
+    ),
+    Option(
+        ("--missing",), str, None, "Metadata file with missing data region definitions", _IO, "METADATA", "r"
+    ),
+    Option(("--iter",), int, 25, "Maximum number of iterations", _IO, "N", field="max_iter"),
+    Option(("--ang",), float, 10.0, "Angular sampling rate in degrees", _SAMPLING, "DEG", field="ang_deg"),
+    Option(
+        ("--ang_search",),
+        float,
+        -1.0,
+        "Local angular search range in degrees (-1: exhaustive)",
+        _SAMPLING,
+        "DEG",
+        implemented=False,
+    ),
+    Option(
+        ("--psi_sampling",),
+        float,
+        -1.0,
+        "In-plane sampling rate in degrees (-1: --ang)",
+        _SAMPLING,
+        "DEG",
+        field="psi_sampling_deg",
+        convert=_unset_if_negative,
+    ),
+    Option(
+        ("--dont_limit_psirange",),
+        bool,
+        False,
+        "Full psi range in local searches",
+        _SAMPLING,
+        implemented=False,
+    ),
+    Option(
+        ("--limit_trans",),
+        float,
+        -1.0,
+        "Maximum translation in pixels (-1: no limit)",
+        _SAMPLING,
+        "PX",
+        field="limit_trans_px",
+    ),
+    Option(("--tilt0",), float, 0.0, "Lowest tilt angle in degrees", _SAMPLING, "DEG", field="tilt0_deg"),
+    Option(("--tiltF",), float, 180.0, "Highest tilt angle in degrees", _SAMPLING, "DEG", field="tiltf_deg"),
+    Option(("--reg0",), float, 0.0, "Initial regularisation parameter", _REG, field="reg0"),
+    Option(("--regF",), float, 0.0, "Final regularisation parameter", _REG, field="regf"),
+    Option(("--reg_steps",), int, 5, "Iterations from reg0 to regF", _REG, "N", field="reg_steps"),
+    Option(
+        ("--sym",),
+        str,
+        "c1",
+        "Symmetry group (only c1 is implemented yet)",
+        _OTHERS,
+        "GROUP",
+        implemented=False,
+    ),
+    Option(
+        ("--dim",),
+        int,
+        -1,
+        "Down-scale the images to N voxels (-1: no)",
+        _OTHERS,
+        "N",
+        field="dim",
+        convert=_unset_if_negative,
+    ),
+    Option(("--maxres",), float, 0.5, "Maximum resolution in 1/pixel", _OTHERS, field="maxres"),
+    Option(
+        ("--perturb",),
+        bool,
+        False,
+        "Randomly perturb the angular sampling in each iteration",
+        _OTHERS,
+        field="perturb",
+    ),
+    Option(
+        ("--dont_rotate",), bool, False, "Keep the metadata angles, search shifts", _OTHERS, implemented=False
+    ),
+    Option(("--dont_align",), bool, False, "Keep the metadata angles and shifts", _OTHERS, implemented=False),
+    Option(
+        ("--only_average",),
+        bool,
+        False,
+        "Average with the metadata angles, no ML",
+        _OTHERS,
+        implemented=False,
+    ),
+    Option(
+        ("--mask",),
+        str,
+        None,
+        "Mask (1=classify, 0=ignore), with --dont_align",
+        _OTHERS,
+        "FILE",
+        "r",
+        implemented=False,
+    ),
+    Option(
+        ("--maxCC",), bool, False, "Constrained cross-correlation instead of ML", _OTHERS, implemented=False
+    ),
+    Option(("--thr",), int, 1, "Number of shared-memory threads", _OTHERS, "T", field="threads"),
+    Option(
+        ("--dont_impute",),
+        bool,
+        False,
+        "Weighted averaging instead of imputation",
+        _ADDITIONAL,
+        implemented=False,
+    ),
+    Option(
+        ("--noimp_threshold",),
+        float,
+        1.0,
+        "Threshold against division by zero",
+        _ADDITIONAL,
+        field="noimp_threshold",
+    ),
+    Option(("--impute_iter",), int, 1, "Imputation iterations", _ADDITIONAL, "N", field="impute_iter"),
+    Option(("--istart",), int, 1, "Number of the first iteration", _ADDITIONAL, "N", field="istart"),
+    Option(
+        ("--noise",),
+        float,
+        1.0,
+        "Expected noise standard deviation",
+        _ADDITIONAL,
+        "SIGMA",
+        field="noise_sigma",
+    ),
+    Option(
+        ("--offset",),
+        float,
+        3.0,
+        "Expected origin offset standard deviation in pixels",
+        _ADDITIONAL,
+        "PX",
+        field="offset_sigma_px",
+    ),
+    Option(
+        ("--frac",),
+        str,
+        None,
+        "Class fractions: metadata with a weight column, or 0.5,0.5",
+        _ADDITIONAL,
+        "FRACTIONS",
+    ),
+    Option(("--restart",), str, None, "Continue from <root>_itNNNNNN_log.xmd", _ADDITIONAL, "LOG", "r"),
+    Option(
+        ("--fix_sigma_noise",),
+        bool,
+        False,
+        "Do not re-estimate the noise standard deviation",
+        _ADDITIONAL,
+        field="fix_sigma_noise",
+    ),
+    Option(
+        ("--fix_sigma_offset",),
+        bool,
+        False,
+        "Do not re-estimate the offset standard deviation",
+        _ADDITIONAL,
+        field="fix_sigma_offset",
+    ),
+    Option(
+        ("--fix_fractions",),
+        bool,
+        False,
+        "Do not re-estimate the class fractions",
+        _ADDITIONAL,
+        field="fix_fractions",
+    ),
+    Option(("--eps",), float, 5e-5, "Stopping criterion", _ADDITIONAL, field="eps"),
+    Option(
+        ("--pixel_size",), float, None, "Pixel size in Angstrom (default: header, else 1)", _ADDITIONAL, "A"
+    ),
+    Option(
+        ("--filter",),
+        bool,
+        False,
+        "Low-pass the references at their resolution",
+        _ADDITIONAL,
+        implemented=False,
+    ),
+    Option(("--ini_filter",), bool, False, "Low-pass the initial references", _ADDITIONAL, implemented=False),
+    Option(
+        ("--no_SMALLANGLE",),
+        bool,
+        False,
+        "Keep psi angles that repeat near tilt 0",
+        _ADDITIONAL,
+        field="small_angle",
+        convert=lambda value: not value,
+    ),
+    Option(("--escape",), int, 5, _ESCAPE_HELP, _OURS, "N", field="escape"),
+    Option(("--seed",), int, 0, "Seed of every random choice", _OURS, field="seed"),
+    Option(("--scheduler",), str, None, "Run on a running dask.distributed scheduler", _OURS, "ADDRESS"),
+    Option(("--workers",), int, None, "Start a local dask cluster of N processes", _OURS, "N"),
+    Option(("--chunk",), int, 16, "Particles per task", _OURS, "N", field="chunk_size"),
+    Option(("--quiet",), bool, False, "No progress messages", _OURS, widget=False),
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def default_values() -> dict[str, Any]:
+    """Every option's name -> its default."""
+    return {option.name: option.default for option in OPTIONS}
+
+
+def refuse_unimplemented(values: Mapping[str, Any]) -> None:
+    """Raise one :class:`ParameterError` naming every option given that is not implemented yet."""
+    refused = []
+    for option in OPTIONS:
+        value = values.get(option.name, option.default)
+        if option.implemented or _same(value, option.default):
+            continue
+        named = option.kind is str and option.path is None  # --sym D2: say which group
+        refused.append(f"{option.flags[-1]} {value}" if named else option.flags[-1])
+    if refused:
+        verb = "is" if len(refused) == 1 else "are"
+        raise ParameterError(f"{', '.join(refused)} {verb} not implemented yet")
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(value, str) and isinstance(default, str):
+        return value.lower() == default.lower()
+    if isinstance(default, float) and value is not None and default < 0:
+        return value <= 0  # a negative range means "off", as the original reads it
+    return value == default
+
+
+def params_from_options(values: Mapping[str, Any], **fixed: Any) -> MLParams:
+    """The :class:`MLParams` that option values set; `fixed` gives the fields the inputs decide
+    (``n_classes``, ``fractions``, ``pixel_size_A``, ...) and wins over the options."""
+    settings = {}
+    for option in OPTIONS:
+        if option.field is None or option.field in fixed:
+            continue
+        value = values.get(option.name, option.default)
+        settings[option.field] = value if option.convert is None else option.convert(value)
+    return MLParams(**settings, **fixed)
+
+
+def options_to_argv(values: Mapping[str, Any]) -> list[str]:
+    """The ``ml_tomo`` arguments giving `values` (options at their default are left out)."""
+    argv: list[str] = []
+    for name, value in values.items():
+        option = _BY_NAME[name]
+        if value is None or value == option.default:
+            continue
+        if option.kind is bool:
+            argv.append(option.flags[-1])
+        else:
+            argv += [option.flags[-1], str(value)]
+    return argv

@@ -1,6 +1,6 @@
 """The files a refinement leaves behind (``<root>`` is ``--oroot``), and restarting from them.
 
-Per iteration ``NNNNNN`` (six digits), :func:`write_iteration` writes
+Per iteration ``NNNNNN`` (six digits), :meth:`RunWriter.write_iteration` writes
 
 * ``<root>_itNNNNNN.doc``: the particle table (Xmipp STAR), the input columns plus ``angleRot angleTilt
   anglePsi shiftX shiftY shiftZ ref logLikelihood pMax`` (and ``missingRegionNumber`` with missing data);
@@ -15,8 +15,8 @@ Per iteration ``NNNNNN`` (six digits), :func:`write_iteration` writes
   It is written last, so a log on disk means every other file of its iteration is complete.
 
 The starting model (no E-step yet) has only references, ``_ref.xmd`` and ``oriref`` files.
-:func:`write_final` writes ``<root>_img.xmd``, ``<root>_ref.xmd`` (with one ``classKKKKKK_images`` block
-per class, as Scipion reads it), ``<root>_refKKKKKK.mrc`` and ``<root>.fsc``.
+:meth:`RunWriter.write_final` writes ``<root>_img.xmd``, ``<root>_ref.xmd`` (with one
+``classKKKKKK_images`` block per class, as Scipion reads it), ``<root>_refKKKKKK.mrc`` and ``<root>.fsc``.
 
 Every file is written to a temporary name and renamed, so an interrupted run never leaves half a file.
 File names inside these tables are relative to the folder of the table (absolute input paths stay
@@ -27,25 +27,25 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from napari_mltomo.core.fourier import fourier_rescale
+from napari_mltomo.core.fourier import centred_coverage, fourier_rescale
 from napari_mltomo.core.refine import MLState, StartModel
 from napari_mltomo.io.metadata import MetaData, MetadataError, read_star, write_star
 from napari_mltomo.io.volumes import read_volume, write_volume
 
 __all__ = [
     "RestartPoint",
+    "RunWriter",
     "iteration_root",
     "particle_table",
     "read_command_line",
     "read_restart",
-    "write_final",
-    "write_iteration",
 ]
 
 #: Labels of the iteration log; ``xSize`` (an Xmipp label) holds the internal box size ``N``.
@@ -86,23 +86,14 @@ def iteration_root(root: str | os.PathLike[str], iteration: int) -> str:
 # --------------------------------------------------------------------------- writing
 
 
-def write_iteration(
-    root: str | os.PathLike[str],
-    state: MLState,
-    images: MetaData,
-    regions_used: bool,
-    pixel_size_A: float,
-    box_size: int,
-    command_line: str,
-) -> list[Path]:
-    """Write the files of one iteration (see the module docstring), each atomically.
+@dataclass(frozen=True)
+class RunWriter:
+    """Writes a run's files: what every iteration needs is held here, each call writes one state.
 
-    Parameters
+    Attributes
     ----------
-    root : str or os.PathLike
-        Output root (``--oroot``); its folder must exist.
-    state : MLState
-        The model after iteration ``state.iteration``; the starting model when ``state.stats`` is None.
+    root : Path
+        Output root (``--oroot``); its folder is made on the first write.
     images : MetaData
         The input particle table, one row per particle in the order given to the refinement. With
         `regions_used` it must have ``missingRegionNumber``.
@@ -113,71 +104,79 @@ def write_iteration(
     box_size : int
         Input box size ``N0``; references are up-scaled to it.
     command_line : str
-        Written as the header comment of the log.
-
-    Returns
-    -------
-    list of Path
-        The files written, the log last.
+        Written as the header comment of each log.
     """
-    prefix = iteration_root(root, state.iteration)
-    maps = _write_maps(f"{prefix}_ref", state.references, box_size, pixel_size_A)
-    written = list(maps)
-    if state.unregularised is not None:
-        written += _write_maps(f"{prefix}_oriref", state.unregularised, box_size, pixel_size_A)
-    if state.stats is not None and regions_used:
-        coverage = _centred_coverage(state.coverage(), box_size)
-        written += _write_maps(f"{prefix}_wedge", coverage, box_size, pixel_size_A)
-    if state.fsc is not None:
-        written.append(write_star(f"{prefix}.fsc", fsc_blocks(state, pixel_size_A, box_size)))
-    references = Path(f"{prefix}_ref.xmd")
-    written.append(
-        write_star(references, {"classes": class_table(state, maps, references, pixel_size_A, box_size)})
-    )
-    if state.stats is None:
+
+    root: Path
+    images: MetaData
+    regions_used: bool
+    pixel_size_A: float
+    box_size: int
+    command_line: str
+
+    def write_iteration(self, state: MLState) -> list[Path]:
+        """Write the files of one iteration (see the module docstring), each atomically.
+
+        `state` is the model after iteration ``state.iteration``, or the starting model when
+        ``state.stats`` is None. Returns the files written, the log last.
+        """
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        prefix = iteration_root(self.root, state.iteration)
+        maps = self._maps(f"{prefix}_ref", state.references)
+        written = list(maps)
+        if state.unregularised is not None:
+            written += self._maps(f"{prefix}_oriref", state.unregularised)
+        if state.stats is not None and self.regions_used:
+            written += self._maps(f"{prefix}_wedge", centred_coverage(state.coverage(), self.box_size))
+        if state.fsc is not None:
+            written.append(write_star(f"{prefix}.fsc", fsc_blocks(state, self.pixel_size_A, self.box_size)))
+        references = Path(f"{prefix}_ref.xmd")
+        classes = class_table(state, maps, references, self.pixel_size_A, self.box_size)
+        written.append(write_star(references, {"classes": classes}))
+        if state.stats is None:
+            return written
+        doc = Path(f"{prefix}.doc")
+        written.append(
+            write_star(doc, _relative_images(particle_table(state, self.images, self.regions_used), doc))
+        )
+        log = Path(f"{prefix}_log.xmd")
+        written.append(
+            write_star(log, _log_table(state, doc, references), self.command_line, row_format=True)
+        )
         return written
-    doc = Path(f"{prefix}.doc")
-    written.append(write_star(doc, _relative_images(particle_table(state, images, regions_used), doc)))
-    log = Path(f"{prefix}_log.xmd")
-    written.append(write_star(log, _log_table(state, doc, references), command_line, row_format=True))
-    return written
 
+    def write_final(self, state: MLState) -> list[Path]:
+        """Write ``<root>_img.xmd``, ``<root>_ref.xmd``, ``<root>_refKKKKKK.mrc`` and ``<root>.fsc``.
 
-def write_final(
-    root: str | os.PathLike[str],
-    state: MLState,
-    images: MetaData,
-    regions_used: bool,
-    pixel_size_A: float,
-    box_size: int,
-) -> list[Path]:
-    """Write the final ``<root>_img.xmd``, ``<root>_ref.xmd``, ``<root>_refKKKKKK.mrc`` and ``<root>.fsc``.
+        `state` is the last one of the run. If it is the starting model (``--iter 0``) the particle
+        table is the input table and the class blocks are empty. Returns the files written.
+        """
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        root = os.fspath(self.root)
+        maps = self._maps(f"{root}_ref", state.references)
+        written = list(maps)
+        if state.fsc is not None:
+            written.append(write_star(f"{root}.fsc", fsc_blocks(state, self.pixel_size_A, self.box_size)))
+        particles = (
+            self.images if state.stats is None else particle_table(state, self.images, self.regions_used)
+        )
+        particles_path = Path(f"{root}_img.xmd")
+        written.append(write_star(particles_path, _relative_images(particles, particles_path)))
+        references = Path(f"{root}_ref.xmd")
+        blocks = {"classes": class_table(state, maps, references, self.pixel_size_A, self.box_size)}
+        for name, members in _class_member_blocks(particles, state.n_classes).items():
+            blocks[name] = _relative_images(members, references)
+        written.append(write_star(references, blocks))
+        return written
 
-    Parameters
-    ----------
-    root, state, images, regions_used, pixel_size_A, box_size
-        As for :func:`write_iteration`; `state` is the last one of the run. If it is the starting model
-        (``--iter 0``) the particle table is the input table and the class blocks are empty.
-
-    Returns
-    -------
-    list of Path
-        The files written.
-    """
-    root = os.fspath(root)
-    maps = _write_maps(f"{root}_ref", state.references, box_size, pixel_size_A)
-    written = list(maps)
-    if state.fsc is not None:
-        written.append(write_star(f"{root}.fsc", fsc_blocks(state, pixel_size_A, box_size)))
-    particles = images if state.stats is None else particle_table(state, images, regions_used)
-    particles_path = Path(f"{root}_img.xmd")
-    written.append(write_star(particles_path, _relative_images(particles, particles_path)))
-    references = Path(f"{root}_ref.xmd")
-    blocks = {"classes": class_table(state, maps, references, pixel_size_A, box_size)}
-    for name, members in _class_member_blocks(particles, state.n_classes).items():
-        blocks[name] = _relative_images(members, references)
-    written.append(write_star(references, blocks))
-    return written
+    def _maps(self, stem: str, volumes: NDArray[np.floating]) -> list[Path]:
+        """Write ``<stem>KKKKKK.mrc`` for each volume, Fourier-rescaled to the input box if needed."""
+        size = self.box_size
+        scaled = volumes if volumes.shape[-1] == size else fourier_rescale(volumes, size)
+        return [
+            write_volume(f"{stem}{k:06d}.mrc", volume.astype(np.float32), self.pixel_size_A)
+            for k, volume in enumerate(scaled, start=1)
+        ]
 
 
 def particle_table(state: MLState, images: MetaData, regions_used: bool) -> MetaData:
@@ -264,33 +263,6 @@ def fsc_blocks(state: MLState, pixel_size_A: float, box_size: int) -> dict[str, 
         )
         for k, curve in enumerate(state.fsc)
     }
-
-
-def _write_maps(stem: str, volumes: NDArray[np.floating], box_size: int, pixel_size_A: float) -> list[Path]:
-    """Write ``<stem>KKKKKK.mrc`` for each volume, Fourier-rescaled to ``box_size`` if needed."""
-    scaled = volumes if volumes.shape[-1] == box_size else fourier_rescale(volumes, box_size)
-    return [
-        write_volume(f"{stem}{k:06d}.mrc", volume.astype(np.float32), pixel_size_A)
-        for k, volume in enumerate(scaled, start=1)
-    ]
-
-
-def _centred_coverage(half: NDArray[np.float64], box_size: int) -> NDArray[np.float32]:
-    """Half-grid coverage ``(K, N, N, N//2+1)`` -> full grid, fftshifted, zero-padded to ``N0``.
-
-    The full grid follows from Hermitian symmetry (coverage is real and even). Frequencies beyond the
-    internal Nyquist are not observed, so padding with zeros puts the map on the input box.
-    """
-    size = half.shape[1]
-    mirror = (-np.arange(size)) % size
-    upper = np.arange(half.shape[-1], size)
-    reflected = half[:, mirror][:, :, mirror][..., size - upper]
-    full = np.fft.fftshift(np.concatenate([half, reflected], axis=-1), axes=(1, 2, 3))
-    start = box_size // 2 - size // 2
-    window = slice(start, start + size)
-    padded = np.zeros((len(half), box_size, box_size, box_size), dtype=np.float32)
-    padded[:, window, window, window] = full
-    return padded
 
 
 def _log_table(state: MLState, doc: Path, references: Path) -> MetaData:

@@ -1,0 +1,327 @@
+"""Everything a run reads, checked, from the option values of the command line or the widget.
+
+:func:`read_inputs` takes option values (names as in :data:`napari_mltomo.core.params.OPTIONS`), reads the
+particle metadata (with ``--doc`` merged in), the missing regions, the start references and the fractions,
+and returns a :class:`RunInputs` that gives the engine its particles (a lazy stack) and its start model.
+Only metadata and volume headers are read here; a bad file or value raises one error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from numpy.typing import NDArray
+
+from napari_mltomo.core.missing import MissingRegion
+from napari_mltomo.core.params import (
+    MLParams,
+    ParameterError,
+    default_values,
+    params_from_options,
+    refuse_unimplemented,
+)
+from napari_mltomo.core.refine import (
+    StartModel,
+    SubtomogramSet,
+    check_start,
+    internal_size,
+    prepare_references,
+)
+from napari_mltomo.io.metadata import (
+    ANGLE_LABELS,
+    SHIFT_LABELS,
+    MetaData,
+    MetadataError,
+    checked_volume_shape,
+    image_key,
+    particle_box,
+    read_images,
+    read_metadata,
+    read_missing_regions,
+    voxels_text,
+)
+from napari_mltomo.io.run import read_restart
+from napari_mltomo.io.volumes import VolumeError, read_pixel_size, read_volume, read_volume_stack
+
+__all__ = ["RunInputs", "read_inputs", "refuse_non_finite"]
+
+_METADATA_SUFFIXES = frozenset({".xmd", ".star", ".sel", ".doc", ".txt"})
+#: Columns that ``--doc`` brings into the ``-i`` table (replacing any there).
+_DOC_LABELS = (
+    "angleRot", "angleTilt", "anglePsi", "shiftX", "shiftY", "shiftZ", "ref", "missingRegionNumber",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The checked inputs of one run.
+
+    Attributes
+    ----------
+    params : MLParams
+        All numeric options (``fractions`` is None when restarting: the restored fractions are used).
+    oroot : Path
+        Output root.
+    images : MetaData
+        The ``-i`` rows (enabled only, image paths resolved), with the ``--doc`` columns merged in.
+    box_size : int
+        Particle box size ``N0``; ``size`` is the internal box size ``N``.
+    regions : tuple of MissingRegion
+        ``--missing`` definitions (empty without it); ``region_index`` is the 0-based region of each
+        particle, or None.
+    reference_files : tuple of str
+        ``--ref`` maps (empty with ``--nref``); ``reference_weights`` their ``weight`` column, or None.
+    restart : Path or None
+        ``--restart`` log.
+    workers, scheduler : int or None, str or None
+        ``--workers`` (local dask cluster) or ``--scheduler`` (running dask scheduler).
+    quiet : bool
+    command_line : str
+        The equivalent command (written to the logs).
+    """
+
+    params: MLParams
+    oroot: Path
+    images: MetaData
+    box_size: int
+    size: int
+    regions: tuple[MissingRegion, ...]
+    region_index: NDArray[np.intp] | None
+    reference_files: tuple[str, ...]
+    reference_weights: NDArray[np.float64] | None
+    restart: Path | None
+    workers: int | None
+    scheduler: str | None
+    quiet: bool
+    command_line: str
+
+    def subtomograms(self) -> SubtomogramSet:
+        """The particles as a lazy dask array (one task per file) with what the metadata knows."""
+        return SubtomogramSet(
+            read_volume_stack(self.images["image"], (self.box_size,) * 3),
+            self.regions,
+            self.region_index,
+            self.images.float_columns(ANGLE_LABELS),
+            self.images.float_columns(SHIFT_LABELS),
+        )
+
+    def start_model(self) -> StartModel | None:
+        """The model to start from: ``--restart``, ``--ref`` maps, or None (random subsets)."""
+        params = self.params
+        if self.restart is not None:
+            point = read_restart(self.restart)
+            try:
+                check_start(point.model, params, self.size)
+            except ParameterError as error:
+                raise ParameterError(f"--restart {self.restart}: {error}") from None
+            if point.iteration >= params.istart + params.max_iter - 1:
+                raise ParameterError(f"--restart is at iteration {point.iteration}; raise --iter above it")
+            return point.model
+        if not self.reference_files:
+            return None
+        maps = np.stack([read_volume(name) for name in self.reference_files])
+        return StartModel(
+            references=prepare_references(maps, self.size),
+            fractions=self.reference_weights,
+            iteration=params.istart - 1,
+        )
+
+
+def read_inputs(values: Mapping[str, Any], command_line: str) -> RunInputs:
+    """Check option values and the files they name, reading only metadata and volume headers.
+
+    Parameters
+    ----------
+    values : mapping
+        Option name -> value; options not given take their default.
+    command_line : str
+        The equivalent ``ml_tomo`` command, for the logs.
+
+    Returns
+    -------
+    RunInputs
+
+    Raises
+    ------
+    ParameterError
+        For an invalid value or combination, or an option not implemented yet; the message starts
+        with the option.
+    MetadataError, VolumeError, FileNotFoundError
+        For a missing or malformed file; the message names it.
+    """
+    refuse_unimplemented(values)
+    option = {**default_values(), **values}
+    if option["input"] is None:
+        raise ParameterError("-i: give the input images (a metadata file)")
+    if option["workers"] is not None and option["scheduler"] is not None:
+        raise ParameterError("--workers/--scheduler: give one of them, not both")
+    if option["workers"] is not None and option["workers"] < 1:
+        raise ParameterError(f"--workers must be at least 1, got {option['workers']}")
+    restart = option["restart"]
+    if restart is not None and not Path(restart).is_file():
+        raise FileNotFoundError(2, "--restart: no such file", restart)
+
+    images = _read_particles(option["input"], option["doc"])
+    box_size = particle_box(images, option["input"])
+    regions, region_index = _missing_regions(option["missing"], option["input"], images)
+    reference_files, reference_weights = _reference_files(option["ref"], box_size)
+    pixel_size = option["pixel_size"]
+    if pixel_size is None:
+        pixel_size = read_pixel_size(str(images["image"][0])) or 1.0
+    params = params_from_options(
+        values,
+        n_classes=_n_classes(option["nref"], option["ref"], reference_files),
+        fractions=None if restart is not None else _fractions(option["frac"]),
+        pixel_size_A=pixel_size,
+    )
+    if reference_files or params.keep_angles:
+        params = dataclasses.replace(params, escape=0)  # the start-up search is for random starts only
+    _check_angles(params, images, option["input"])
+    return RunInputs(
+        params=params,
+        oroot=Path(option["oroot"]),
+        images=images,
+        box_size=box_size,
+        size=internal_size(box_size, params.dim),
+        regions=regions,
+        region_index=region_index,
+        reference_files=reference_files,
+        reference_weights=reference_weights,
+        restart=None if restart is None else Path(restart),
+        workers=option["workers"],
+        scheduler=option["scheduler"],
+        quiet=bool(option["quiet"]),
+        command_line=command_line,
+    )
+
+
+def refuse_non_finite(volumes: da.Array, names: Sequence[str], threads: int, client: Any = None) -> None:
+    """Read every particle once (on ``client`` if given); a particle with NaN or Inf voxels raises
+    :class:`VolumeError` naming it, before anything is written."""
+    finite = da.isfinite(volumes).all(axis=(1, 2, 3))
+    if client is not None:
+        finite = client.compute(finite).result()
+    else:
+        finite = finite.compute(scheduler="threads", num_workers=threads)
+    if not np.all(finite):
+        bad = np.flatnonzero(~finite)
+        others = len(bad) - 1
+        more = f" (and {others} more particle{'s' if others > 1 else ''})" if others else ""
+        raise VolumeError(f"{names[bad[0]]}: has NaN or Inf voxels{more}; refine only finite particles")
+
+
+def _read_particles(input_path: str, doc_path: str | None) -> MetaData:
+    images = read_images(input_path)
+    if len(images) == 0:
+        raise MetadataError(input_path, "no enabled images")
+    if doc_path is not None:
+        images = _merge_doc(images, doc_path, input_path)
+    return images
+
+
+def _merge_doc(images: MetaData, doc_path: str, input_path: str) -> MetaData:
+    """Copy the angle, shift, ref and missing-region columns of ``--doc`` into the ``-i`` rows, by image."""
+    doc = read_images(doc_path)
+    rows = {image_key(str(name)): row for row, name in enumerate(doc["image"])}
+    picked = []
+    for name in images["image"]:
+        row = rows.get(image_key(str(name)))
+        if row is None:
+            raise MetadataError(doc_path, f"no row for image {name} of {input_path}")
+        picked.append(row)
+    matched = doc.take(np.asarray(picked, dtype=np.intp))
+    return images.with_columns(**{label: matched[label] for label in _DOC_LABELS if label in matched})
+
+
+def _missing_regions(
+    missing: str | None, input_path: str, images: MetaData
+) -> tuple[tuple[MissingRegion, ...], NDArray[np.intp] | None]:
+    if missing is None:
+        return (), None
+    regions = tuple(read_missing_regions(missing))
+    if "missingRegionNumber" not in images:
+        raise MetadataError(
+            input_path, "--missing needs a missingRegionNumber column (in -i or --doc), one per image"
+        )
+    numbers = images["missingRegionNumber"]
+    bad = np.flatnonzero((numbers < 1) | (numbers > len(regions)))
+    if bad.size:
+        i = bad[0]
+        raise MetadataError(
+            input_path,
+            f"image {images['image'][i]} has missingRegionNumber {numbers[i]}, but {missing} "
+            f"defines regions 1..{len(regions)}",
+        )
+    return regions, (numbers - 1).astype(np.intp)
+
+
+def _reference_files(ref: str | None, box_size: int) -> tuple[tuple[str, ...], NDArray[np.float64] | None]:
+    """``--ref``: one volume, or a metadata file of volumes (with an optional ``weight`` column)."""
+    if ref is None:
+        return (), None
+    weights = None
+    if Path(ref).suffix.lower() in _METADATA_SUFFIXES:
+        table = read_images(ref)
+        if len(table) == 0:
+            raise MetadataError(ref, "no enabled references")
+        files = tuple(str(name) for name in table["image"])
+        if "weight" in table:
+            weights = np.asarray(table["weight"], dtype=np.float64)
+    else:
+        files = (ref,)
+    for name in files:
+        shape = checked_volume_shape(name, f"--ref {ref}")
+        if shape != (box_size,) * 3:
+            raise ParameterError(
+                f"--ref {name} is {voxels_text(shape)} but the particles are {voxels_text((box_size,) * 3)}; "
+                "give references of the particle box size"
+            )
+    return files, weights
+
+
+def _n_classes(nref: int, ref: str | None, reference_files: tuple[str, ...]) -> int:
+    if reference_files:
+        if nref not in (0, len(reference_files)):
+            raise ParameterError(
+                f"--nref {nref} conflicts with --ref {ref}, which holds {len(reference_files)} "
+                "reference(s); give one of them"
+            )
+        return len(reference_files)
+    if nref < 1:
+        raise ParameterError("--nref: give the number of classes (--nref K) or starting maps (--ref FILE)")
+    return nref
+
+
+def _fractions(text: str | None) -> tuple[float, ...] | None:
+    """``--frac``: a metadata file with a ``weight`` column (one row per class) or ``0.5,0.3,0.2``."""
+    if text is None:
+        return None
+    if Path(text).is_file():
+        table = read_metadata(text)
+        if "weight" not in table:
+            raise MetadataError(text, "--frac needs a weight column, one row per class")
+        return tuple(float(weight) for weight in table["weight"])
+    try:
+        return tuple(float(value) for value in text.split(","))
+    except ValueError:
+        raise ParameterError(
+            f"--frac {text!r} is neither a file nor comma-separated numbers such as 0.5,0.3,0.2"
+        ) from None
+
+
+def _check_angles(params: MLParams, images: MetaData, input_path: str) -> None:
+    if not params.keep_angles:
+        return
+    if not all(label in images for label in ANGLE_LABELS):
+        raise ParameterError(
+            f"--keep_angles needs angleRot, angleTilt and anglePsi in -i or --doc; {input_path} has none"
+        )
+    angles = images.float_columns(ANGLE_LABELS)
+    if angles is None or not np.all(np.isfinite(angles)):
+        raise ParameterError(f"--keep_angles: some images of {input_path} have no angles")
