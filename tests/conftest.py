@@ -6,9 +6,17 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from napari_mltomo.io import read_volume
+from napari_mltomo.core.missing import MissingRegion
+from napari_mltomo.core.synthetic import make_dataset
+from napari_mltomo.io import MetaData, read_volume, write_missing_regions, write_star, write_volume
+
+#: The tiny data set of the widget tests: particles, classes, box.
+TINY_PARTICLES, TINY_CLASSES, TINY_BOX = 12, 2, 16
+#: Fast options for refinements of the tiny data set.
+TINY_OPTIONS = ("--nref", "2", "--ang", "30", "--iter", "2", "--dim", "16", "--escape", "0", "--seed", "0")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -40,3 +48,21 @@ def _folder_contents(folder: Path) -> dict[str, object]:
 def snapshot() -> Callable[[Path], dict[str, object]]:
     """A function giving a folder's files, to check that a failed write changed nothing."""
     return _folder_contents
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with ``images.xmd`` and ``wedges.xmd``: 12 synthetic particles of 16^3 in 2 classes, a
+    +-60 degree wedge, 4 A pixels."""
+    folder = tmp_path_factory.mktemp("tiny")
+    data = make_dataset(TINY_PARTICLES // TINY_CLASSES, TINY_CLASSES, TINY_BOX, snr=2.0, seed=0)
+    names = [f"p{i:03d}.mrc" for i in range(len(data.volumes))]
+    for name, volume in zip(names, data.volumes, strict=True):
+        write_volume(folder / name, volume, pixel_size_A=4.0)
+    ones = np.ones(len(names), dtype=np.int64)
+    images = MetaData({"image": np.array(names, dtype=object), "missingRegionNumber": ones})
+    write_star(folder / "images.xmd", images)
+    write_missing_regions(
+        folder / "wedges.xmd", [MissingRegion(kind="wedge_y", theta_y0_deg=-60, theta_yf_deg=60)]
+    )
+    return folder

@@ -21,6 +21,7 @@ from napari_mltomo.io import (
     MetaData,
     image_key,
     read_images,
+    write_missing_regions,
     write_star,
     write_volume,
 )
@@ -48,12 +49,7 @@ def write_demo_data(folder: Path) -> MetaData:
         MetaData({"image": image_column, "missingRegionNumber": np.ones(len(names), dtype=np.int64)}),
         "ml_tomo demo particles",
     )
-    region = dataset.region
-    wedges = MetaData.from_rows(
-        ("missingRegionNumber", "missingRegionType", "missingRegionThetaY0", "missingRegionThetaYF"),
-        [(1, region.kind, region.theta_y0_deg, region.theta_yf_deg)],
-    )
-    write_star(folder / "wedges.xmd", wedges, "Wedgeinfo")
+    write_missing_regions(folder / "wedges.xmd", [dataset.region])
     truth = MetaData({"image": image_column, **truth_columns(dataset)})
     write_star(folder / "truth.xmd", truth, "ml_tomo demo ground truth: class and the transform onto it")
     return read_images(folder / "truth.xmd")

@@ -15,6 +15,7 @@ from napari_mltomo.io.metadata import (
     read_star,
     read_star_blocks,
     voxels_text,
+    write_missing_regions,
     write_star,
 )
 from napari_mltomo.io.volumes import (
@@ -48,6 +49,7 @@ __all__ = [
     "read_volume_stack",
     "volume_shape",
     "voxels_text",
+    "write_missing_regions",
     "write_star",
     "write_volume",
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "read_star",
     "read_star_blocks",
     "voxels_text",
+    "write_missing_regions",
     "write_star",
 ]
 
@@ -718,6 +719,17 @@ def _missing_region(source: Path, table: MetaData, row: int, line: int) -> Missi
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def write_missing_regions(path: str | os.PathLike[str], regions: Sequence[MissingRegion]) -> Path:
+    """Write missing-region definitions (region ``k`` on row ``k``), as :func:`read_missing_regions` reads
+    them, atomically. Returns the file written."""
+    rows = [
+        (number, region.kind, *(getattr(region, name) for name in _REGION_ANGLE_FIELDS.values()))
+        for number, region in enumerate(regions, start=1)
+    ]
+    labels = ("missingRegionNumber", "missingRegionType", *_REGION_ANGLE_FIELDS)
+    return write_star(path, MetaData.from_rows(labels, rows), "missing regions")
 
 
 def write_star(

@@ -1,0 +1,334 @@
+"""The Refinement widget: every ``ml_tomo`` option, a missing-region editor, Run and Cancel, live results.
+
+The option fields are generated from :data:`napari_mltomo.core.params.OPTIONS`, as the command line is,
+so both have the same options and defaults. A run reads its inputs with
+:func:`napari_mltomo.io.inputs.read_inputs` (the command's checks and messages) and refines with
+:func:`napari_mltomo.compute.refine_run` (the command's generator) in a ``thread_worker``; the widget
+only shows what it yields.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import CheckBox, Container, FileEdit, LineEdit, SpinBox
+from magicgui.widgets.bases import ValueWidget
+from napari.qt.threading import thread_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_mltomo._layers import reference_layers, show_layer
+from napari_mltomo._widgets.browser import report_errors
+from napari_mltomo._widgets.missing_viewer import MissingRegionViewer
+from napari_mltomo._widgets.plots import CurvePlot
+from napari_mltomo.compute import refine_run
+from napari_mltomo.core.params import GROUPS, OPTIONS, Option, ParameterError, options_to_argv
+from napari_mltomo.core.refine import ChunkProgress, MLState
+from napari_mltomo.io.inputs import RunInputs, read_inputs
+from napari_mltomo.io.metadata import read_missing_regions, write_missing_regions
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["RefinementWidget", "option_fields"]
+
+PROG = "ml_tomo"
+_INT_RANGE = 2**31 - 1
+#: Options the widget shows (``--quiet`` is a command-line matter).
+WIDGET_OPTIONS: tuple[Option, ...] = tuple(option for option in OPTIONS if option.widget)
+
+
+class Cancelled(Exception):
+    """Raised from the chunk callback to stop a run between chunks."""
+
+
+def option_fields() -> dict[str, ValueWidget]:
+    """One magicgui field per widget option, named as the option, holding its default."""
+    return {option.name: _field(option) for option in WIDGET_OPTIONS}
+
+
+def _field(option: Option) -> ValueWidget:
+    label, tooltip = option.flags[-1], option.help_text
+    if option.kind is bool:
+        return CheckBox(name=option.name, label=label, value=option.default, tooltip=tooltip)
+    if option.path is not None:
+        mode = "r" if option.path == "r" else "w"
+        field = FileEdit(name=option.name, label=label, mode=mode, tooltip=tooltip)
+        field.line_edit.value = "" if option.default is None else str(option.default)
+        return field
+    if option.kind is int and option.default is not None:
+        return SpinBox(
+            name=option.name, label=label, value=option.default, min=-1, max=_INT_RANGE, tooltip=tooltip
+        )
+    text = "" if option.default is None else str(option.default)
+    return LineEdit(name=option.name, label=label, value=text, tooltip=tooltip)
+
+
+def field_value(option: Option, field: ValueWidget) -> Any:
+    """The option value a field holds (None for an empty optional field)."""
+    if isinstance(field, FileEdit):
+        text = str(field.line_edit.value).strip()
+        return text or None
+    value = field.value
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return None
+    if option.kind is str:
+        return text
+    try:
+        return option.kind(text)
+    except ValueError:
+        kind = "a whole number" if option.kind is int else "a number"
+        raise ParameterError(f"{option.flags[-1]} must be {kind}, got {text!r}") from None
+
+
+class _Relay(QObject):
+    """Carries chunk progress from the worker thread to the GUI thread (a queued signal)."""
+
+    chunk = Signal(object)
+
+
+class RefinementWidget(QWidget):
+    """Set up, run, watch and cancel a refinement.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        Class references appear in it as layers ``class 1`` ... and are updated in place each iteration.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.fields = option_fields()
+        self.worker: Any = None
+        self.history: list[MLState] = []
+        self.inputs: RunInputs | None = None
+        self._cancel = threading.Event()
+        self._relay = _Relay()
+        self._relay.chunk.connect(self._on_chunk)
+        self._bars: dict[str, progress] = {}
+        self._build()
+
+    # ------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        tabs = QTabWidget()
+        for group in GROUPS:
+            container = Container(widgets=[f for o, f in self._option_items() if o.group == group])
+            tabs.addTab(_scrolled(container.native), group.split(" (")[0])
+        self.region_editor = MissingRegionViewer(self.viewer, live=False)
+        save = QPushButton("Use as --missing file…")
+        save.clicked.connect(self._save_regions)
+        editor = QWidget()
+        editor_layout = QVBoxLayout(editor)
+        editor_layout.addWidget(self.region_editor)
+        editor_layout.addWidget(save)
+        editor_tab = tabs.addTab(_scrolled(editor), "Missing region")
+        tabs.currentChanged.connect(lambda index: self._show_editor(index == editor_tab))
+        self.fields["missing"].changed.connect(self._load_regions)
+
+        self.run_button, self.cancel_button = QPushButton("Run"), QPushButton("Cancel")
+        self.copy_button = QPushButton("Copy command line")
+        self.cancel_button.setEnabled(False)
+        self.run_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.copy_button.clicked.connect(self.copy_command_line)
+        buttons = QHBoxLayout()
+        for button in (self.run_button, self.cancel_button, self.copy_button):
+            buttons.addWidget(button)
+        self.status = QLabel("ready")
+        self.status.setWordWrap(True)
+        self.chunk_bar = QProgressBar()
+        self.plot = CurvePlot(("log-likelihood", "class fractions", "resolution (Å)"))
+        layout = QVBoxLayout(self)
+        layout.addWidget(tabs, stretch=3)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.chunk_bar)
+        layout.addWidget(self.plot, stretch=2)
+
+    def _option_items(self) -> Iterator[tuple[Option, ValueWidget]]:
+        for option in WIDGET_OPTIONS:
+            yield option, self.fields[option.name]
+
+    # ------------------------------------------------------------------ values
+
+    def values(self) -> dict[str, Any]:
+        """Option name -> value as the fields hold them."""
+        return {option.name: field_value(option, field) for option, field in self._option_items()}
+
+    def set_values(self, values: Mapping[str, Any]) -> None:
+        """Fill fields from option values (names as in the option table)."""
+        for name, value in values.items():
+            field = self.fields[name]
+            if isinstance(field, FileEdit):
+                field.line_edit.value = "" if value is None else str(value)
+            elif isinstance(field, LineEdit):
+                field.value = "" if value is None else str(value)
+            else:
+                field.value = value
+
+    def command_line(self) -> str:
+        """The ``ml_tomo`` command with the fields' values (options at their default left out)."""
+        return shlex.join([PROG, *options_to_argv(self.values())])
+
+    @report_errors
+    def copy_command_line(self) -> str:
+        """Put the equivalent command on the clipboard (and return it)."""
+        command = self.command_line()
+        QApplication.clipboard().setText(command)
+        show_info(f"copied: {command}")
+        return command
+
+    # ------------------------------------------------------------------ missing regions
+
+    def _show_editor(self, shown: bool) -> None:
+        """The editor's mask layers appear once its tab is opened, and then follow every change."""
+        if shown and not self.region_editor.live:
+            self.region_editor.live = True
+            self.region_editor.refresh()
+
+    @report_errors
+    def _load_regions(self, *_: Any) -> None:
+        path = str(self.fields["missing"].line_edit.value).strip()
+        if path and Path(path).is_file():
+            regions = read_missing_regions(path)
+            self.region_editor.set_region(regions[0])
+
+    @report_errors
+    def _save_regions(self) -> None:
+        default = Path(self.fields["oroot"].line_edit.value or "mltomo").parent / "missing_region.xmd"
+        path = write_missing_regions(default, [self.region_editor.region()])
+        self.fields["missing"].line_edit.value = str(path)
+        show_info(f"wrote {path}; each particle's missingRegionNumber must be 1")
+
+    # ------------------------------------------------------------------ running
+
+    @report_errors
+    def start(self) -> Any:
+        """Check the options and files, then refine in a worker thread; returns the worker."""
+        if self.worker is not None:
+            raise ParameterError("a run is going; cancel it first")
+        inputs = read_inputs(self.values(), self.command_line())
+        self.inputs, self.history = inputs, []
+        self._cancel.clear()
+        self.worker = self._refine(inputs)
+        self.worker.yielded.connect(self._on_state)
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"starting: {len(inputs.images)} particles, {inputs.params.n_classes} classes")
+        self._bars["iterations"] = progress(total=inputs.params.max_iter, desc="ml_tomo iterations")
+        self.worker.start()
+        return self.worker
+
+    def cancel(self) -> None:
+        """Stop the run after the chunk of particles being computed; finished iterations stay on disk."""
+        self._cancel.set()
+        self.status.setText("cancelling after this chunk…")
+
+    @thread_worker(start_thread=False)
+    def _refine(self, inputs: RunInputs) -> Iterator[MLState]:
+        try:
+            yield from refine_run(inputs, on_chunk=self._chunk_done)
+        except Cancelled:
+            return
+
+    def _chunk_done(self, event: ChunkProgress) -> None:
+        """In the worker thread: pass the event on, or stop the run."""
+        if self._cancel.is_set():
+            raise Cancelled
+        self._relay.chunk.emit(event)
+
+    def _on_chunk(self, event: ChunkProgress) -> None:
+        self.chunk_bar.setRange(0, event.total)
+        self.chunk_bar.setValue(event.done)
+        self.chunk_bar.setFormat(f"{event.stage}: %v/%m chunks")
+        bar = self._bars.get("chunks")
+        if bar is None or bar.total != event.total or event.done == 1:
+            if bar is not None:
+                bar.close()
+            bar = self._bars["chunks"] = progress(total=event.total, desc=event.stage)
+        bar.n = event.done
+        bar.refresh()
+
+    def _on_state(self, state: MLState) -> None:
+        inputs = self.inputs
+        assert inputs is not None
+        pixel = inputs.params.pixel_size_A * inputs.box_size / state.size
+        for layer_data in reference_layers(state.references, pixel, state.iteration):
+            show_layer(self.viewer, layer_data)
+        if state.startup_step:
+            self.status.setText(f"start-up step {state.startup_step} (box {state.size})")
+            return
+        if state.stats is None:
+            self.status.setText("starting references ready")
+            return
+        self.history.append(state)
+        self._bars["iterations"].update(1)
+        self.status.setText(
+            f"iteration {state.iteration}: LL {state.log_likelihood:.6g}, pMax {state.mean_pmax:.3f}"
+        )
+        self._plot_history(inputs)
+
+    def _plot_history(self, inputs: RunInputs) -> None:
+        iterations = np.array([state.iteration for state in self.history], dtype=float)
+        length = inputs.box_size * inputs.params.pixel_size_A
+        resolved = [state.resolution_shell for state in self.history if state.resolution_shell is not None]
+        series = {
+            "log-likelihood": {"LL": np.array([state.log_likelihood for state in self.history])},
+            "class fractions": {
+                f"class {k + 1}": np.array([state.fractions[k] for state in self.history])
+                for k in range(inputs.params.n_classes)
+            },
+            "resolution (Å)": {
+                f"class {k + 1}": np.array([length / max(int(shells[k]), 1) for shells in resolved])
+                for k in range(inputs.params.n_classes)
+            },
+        }
+        self.plot.show_series(iterations, series)
+
+    def _on_error(self, error: BaseException) -> None:
+        show_error(" ".join(str(error).split()) or type(error).__name__)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
+        done = self.history[-1].iteration if self.history else None
+        if self._cancel.is_set():
+            self.status.setText(f"cancelled after iteration {done}; --restart its _log.xmd to go on")
+        elif self.history:
+            root = self.inputs.oroot if self.inputs else ""
+            self.status.setText(f"done: iteration {done}; results in {root}_img.xmd and {root}_ref.xmd")
+
+
+def _scrolled(widget: QWidget) -> QScrollArea:
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setWidget(widget)
+    return area
