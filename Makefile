@@ -1,7 +1,8 @@
 # napari-mltomo developer commands. Each target sets up .venv itself when it is missing.
 #   make demo    synthetic data set + reference-free 3-class refinement, prints ARI and angle error
 #   make test    ruff, then the test suite (GUI tests run under Xvfb via pytest-xvfb)
-#   make bench   every script in benchmarks/
+#   make bench   every script in benchmarks/ (under Xvfb when there is no display)
+#   make screenshots  docs/images/*.png from a real run in napari (under Xvfb when there is no display)
 #   make lint    ruff + npe2 manifest validation
 #   make clean   caches, build products and demo output (make distclean also removes .venv)
 
@@ -10,13 +11,15 @@ VENV   ?= .venv
 VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BENCHMARKS := $(sort $(wildcard benchmarks/*.py))
+# Qt needs a display: without one, GUI scripts run inside a private Xvfb server.
+XRUN   := $(if $(DISPLAY),,xvfb-run -a -s "-screen 0 1920x1200x24")
 
 # One shell per recipe, failing on the first error.
 .ONESHELL:
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: venv demo test bench lint clean distclean
+.PHONY: venv demo test bench screenshots lint clean distclean
 
 venv: $(STAMP)
 
@@ -41,8 +44,11 @@ bench: venv
 	if [ -z "$(BENCHMARKS)" ]; then echo "no benchmarks/*.py yet"; exit 0; fi
 	for script in $(BENCHMARKS); do
 		echo "== $$script"
-		"$(VPY)" "$$script"
+		$(XRUN) "$(VPY)" "$$script"
 	done
+
+screenshots: venv
+	$(XRUN) "$(VPY)" docs/make_screenshots.py
 
 lint: venv
 	"$(VENV)/bin/ruff" check .

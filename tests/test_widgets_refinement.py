@@ -12,7 +12,7 @@ import napari_mltomo._widgets.refinement as refinement
 from conftest import TINY_CLASSES, TINY_OPTIONS
 from napari_mltomo._layers import class_name
 from napari_mltomo._widgets.refinement import RefinementWidget, option_fields
-from napari_mltomo.cli import _build_parser, main
+from napari_mltomo.cli import _build_parser, main, option_values
 from napari_mltomo.core.params import OPTIONS, default_values
 from napari_mltomo.io import read_star, read_star_blocks, read_volume
 
@@ -26,9 +26,8 @@ def _widget(viewer) -> RefinementWidget:
 
 def _options(tiny_data: Path, root: Path) -> dict[str, object]:
     """The widget values of ``TINY_OPTIONS`` with the tiny data set, output at `root`."""
-    parser, _ = _build_parser()
     inputs = ["-i", str(tiny_data / "images.xmd"), "--missing", str(tiny_data / "wedges.xmd")]
-    values = vars(parser.parse_args([*inputs, "--oroot", str(root), *TINY_OPTIONS]))
+    values = option_values([*inputs, "--oroot", str(root), *TINY_OPTIONS])
     values.pop("quiet")
     return values
 
@@ -113,8 +112,9 @@ def test_cancel_leaves_a_run_that_restarts_to_the_same_result(
     monkeypatch.setattr(widget, "_chunk_done", cancel_in_iteration_2)
     _run_to_end(qtbot, widget)
     assert [state.iteration for state in widget.history] == [1]
-    assert "cancelled" in widget.status.text()
     cancelled = tmp_path / "cancelled" / "r"
+    assert widget.status.text().startswith("cancelled after iteration 1")
+    assert widget.values()["restart"] == f"{cancelled}_it000001_log.xmd"
     assert not Path(f"{cancelled}_it000002_log.xmd").exists()
     assert main(["--restart", f"{cancelled}_it000001_log.xmd", "--quiet"]) == 0
     full = tmp_path / "full" / "r"
@@ -137,20 +137,29 @@ def test_cancel_leaves_a_run_that_restarts_to_the_same_result(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"ang": "abc"}, "--ang must be a number, got 'abc'"),
+        ({"ang": "abc"}, "argument --ang: invalid float value: 'abc'"),
+        ({"eps": ""}, "argument --eps: expected one argument"),
         ({"dont_align": True}, "--dont_align is not implemented yet"),
         ({"ang": "50"}, "--ang must be in (0, 42] degrees, got 50.0"),
+        ({"input": "missing.xmd"}, "missing.xmd: No such file or directory"),
     ],
 )
-def test_a_bad_value_gives_one_notification(
-    make_napari_viewer, tiny_data, tmp_path, monkeypatch: pytest.MonkeyPatch, change, message
+def test_a_bad_value_gives_the_commands_message_once(
+    make_napari_viewer, qtbot, tiny_data, tmp_path, monkeypatch: pytest.MonkeyPatch, change, message
 ) -> None:
     shown: list[str] = []
     monkeypatch.setattr("napari_mltomo._widgets.browser.show_error", shown.append)
+    monkeypatch.setattr("napari_mltomo._widgets.refinement.show_error", shown.append)
+    monkeypatch.chdir(tmp_path)
     widget = _widget(make_napari_viewer())
     widget.set_values({**_options(tiny_data, tmp_path / "r"), **change})
-    assert widget.start() is None and widget.worker is None
+    worker = widget.start()
+    if worker is not None:  # refused by the input checks in the worker thread
+        with qtbot.waitSignal(worker.finished, timeout=30_000):
+            pass
+        assert widget.status.text() == f"failed: {message}"
     assert shown == [message]
+    assert widget.worker is None and widget.run_button.isEnabled()
     assert not list(tmp_path.iterdir())
 
 

@@ -16,20 +16,21 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from napari_mltomo import demo
 from napari_mltomo.compute import refine_run
 from napari_mltomo.core.params import GROUPS, OPTIONS, ParameterError
 from napari_mltomo.core.refine import ChunkProgress, MLState
 from napari_mltomo.io import MetadataError, VolumeError, read_images
-from napari_mltomo.io.inputs import RunInputs, read_inputs
+from napari_mltomo.io.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io.run import read_command_line
 
 __all__ = [
     "UsageError",
     "main",
     "normalise_argv",
+    "option_values",
     "parse_command",
     "run",
     "run_demo",
@@ -41,7 +42,7 @@ _BAR_WIDTH = 30
 
 
 class UsageError(ValueError):
-    """The command line itself is wrong (unknown option, missing value, not implemented yet)."""
+    """The command line itself is wrong (an unknown option, a missing or malformed value)."""
 
 
 class _Exit(Exception):
@@ -115,6 +116,11 @@ def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser, long_options = _build_parser()
     normalised = normalise_argv(argv, long_options)
     return parser.parse_args(normalised), normalised
+
+
+def option_values(argv: Sequence[str]) -> dict[str, Any]:
+    """The option values (names as in the option table) of ``ml_tomo`` arguments, for the widget."""
+    return vars(_parse_args(argv)[0])
 
 
 # --------------------------------------------------------------------------- argv -> RunInputs
@@ -289,12 +295,6 @@ def _fail(message: str, status: int = 2) -> int:
     return status
 
 
-def _error_text(err: BaseException) -> str:
-    if isinstance(err, FileNotFoundError) and err.filename:
-        return f"{err.filename}: {err.strerror or 'no such file'}"
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ml_tomo``.
 
@@ -320,9 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted; files already written are complete", file=sys.stderr)
         return 130
     except (UsageError, ParameterError, MetadataError, VolumeError, FileNotFoundError, ValueError) as err:
-        return _fail(_error_text(err))
+        return _fail(error_text(err))
     except OSError as err:
-        return _fail(_error_text(err), status=1)
+        return _fail(error_text(err), status=1)
     return 0
 
 

@@ -17,7 +17,10 @@ from napari_mltomo.core.refine import ChunkProgress, MLState, iter_refine
 from napari_mltomo.io.inputs import RunInputs, refuse_non_finite
 from napari_mltomo.io.run import RunWriter
 
-__all__ = ["WORKER_ENVIRONMENT", "dask_client", "local_cluster", "refine_run"]
+__all__ = ["CHECK_STAGE", "WORKER_ENVIRONMENT", "dask_client", "local_cluster", "refine_run"]
+
+#: The stage of the one progress event sent when every particle has been read and found finite.
+CHECK_STAGE = "particles checked"
 
 #: Environment of local dask worker processes. dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536``,
 #: which turns off glibc's adaptive mmap threshold: every multi-megabyte array the E-step allocates
@@ -57,8 +60,9 @@ def refine_run(
     """Refine checked inputs, writing each iteration's files before yielding its state.
 
     The particles are read once first: one with NaN or Inf voxels stops the run before anything is
-    written. Start-up states (``startup_step`` > 0) write nothing; a restart does not rewrite the
-    restored iteration. The final files are written when the generator is exhausted.
+    written; then `on_chunk` receives ``ChunkProgress(CHECK_STAGE, 1, 1)``. Start-up states
+    (``startup_step`` > 0) write nothing; a restart does not rewrite the restored iteration. The final
+    files are written when the generator is exhausted.
 
     Parameters
     ----------
@@ -86,6 +90,8 @@ def refine_run(
     state = None
     with dask_client(inputs.scheduler, inputs.workers) as client:
         refuse_non_finite(data.volumes, inputs.images["image"], inputs.params.threads, client)
+        if on_chunk is not None:
+            on_chunk(ChunkProgress(CHECK_STAGE, 1, 1))
         states = iter_refine(data, inputs.params, start, client=client, on_chunk=on_chunk)
         for number, state in enumerate(states):
             restored = number == 0 and inputs.restart is not None  # its files are already there

@@ -42,6 +42,7 @@ from napari_mltomo._layers import (
 )
 from napari_mltomo._widgets.plots import CurvePlot
 from napari_mltomo.core.views import align_to_reference, class_members
+from napari_mltomo.io.inputs import error_text
 from napari_mltomo.io.metadata import ANGLE_LABELS, SHIFT_LABELS, MetaData
 from napari_mltomo.io.results import IterationResults, RunResults, open_run, read_particles
 
@@ -54,10 +55,6 @@ __all__ = ["ResultsBrowser", "report_errors"]
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("image", "image"), ("class", "ref"), ("rot", "angleRot"), ("tilt", "angleTilt"), ("psi", "anglePsi"),
     ("pMax", "pMax"), ("logL", "logLikelihood"),
-)  # fmt: skip
-CLASS_COLOURS = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 )  # fmt: skip
 _ROW = Qt.ItemDataRole.UserRole  # the particle's row in the iteration's table
 _VALUE = Qt.ItemDataRole.UserRole + 1  # the number a cell sorts by
@@ -73,7 +70,7 @@ def report_errors(action: _F) -> _F:
         try:
             return action(*args, **kwargs)
         except (OSError, ValueError) as err:
-            show_error(" ".join(str(err).split()) or type(err).__name__)
+            show_error(error_text(err))
             return None
 
     return wrapper  # type: ignore[return-value]

@@ -54,6 +54,8 @@ class CurvePlot(FigureCanvasQTAgg):
             curves = {}
             for name, values in series.get(title, {}).items():
                 y = np.asarray(values, dtype=np.float64)
+                if not y.size:
+                    continue
                 xs = np.asarray(x[name] if isinstance(x, Mapping) else x, dtype=np.float64)[-len(y) :]
                 curves[name] = (xs, y)
                 axes.plot(xs, y, marker=".", label=name, linewidth=2.5 if name == highlight else 1.2)

@@ -38,10 +38,11 @@ from napari_mltomo._layers import reference_layers, show_layer
 from napari_mltomo._widgets.browser import report_errors
 from napari_mltomo._widgets.missing_viewer import MissingRegionViewer
 from napari_mltomo._widgets.plots import CurvePlot
+from napari_mltomo.cli import PROG
 from napari_mltomo.compute import refine_run
 from napari_mltomo.core.params import GROUPS, OPTIONS, Option, ParameterError, options_to_argv
 from napari_mltomo.core.refine import ChunkProgress, MLState
-from napari_mltomo.io.inputs import RunInputs, read_inputs
+from napari_mltomo.io.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io.metadata import read_missing_regions, write_missing_regions
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RefinementWidget", "option_fields"]
 
-PROG = "ml_tomo"
 _INT_RANGE = 2**31 - 1
 #: Options the widget shows (``--quiet`` is a command-line matter).
 WIDGET_OPTIONS: tuple[Option, ...] = tuple(option for option in OPTIONS if option.widget)
@@ -67,38 +67,41 @@ def option_fields() -> dict[str, ValueWidget]:
 def _field(option: Option) -> ValueWidget:
     label, tooltip = option.flags[-1], option.help_text
     if option.kind is bool:
-        return CheckBox(name=option.name, label=label, value=option.default, tooltip=tooltip)
-    if option.path is not None:
+        field = CheckBox(name=option.name, label=label, value=option.default, tooltip=tooltip)
+    elif option.path is not None:
         mode = "r" if option.path == "r" else "w"
         field = FileEdit(name=option.name, label=label, mode=mode, tooltip=tooltip)
         field.line_edit.value = "" if option.default is None else str(option.default)
-        return field
-    if option.kind is int and option.default is not None:
-        return SpinBox(
+    elif option.kind is int and option.default is not None:
+        field = SpinBox(
             name=option.name, label=label, value=option.default, min=-1, max=_INT_RANGE, tooltip=tooltip
         )
-    text = "" if option.default is None else str(option.default)
-    return LineEdit(name=option.name, label=label, value=text, tooltip=tooltip)
+    else:
+        text = "" if option.default is None else str(option.default)
+        field = LineEdit(name=option.name, label=label, value=text, tooltip=tooltip)
+    field.enabled = option.implemented
+    return field
 
 
 def field_value(option: Option, field: ValueWidget) -> Any:
-    """The option value a field holds (None for an empty optional field)."""
-    if isinstance(field, FileEdit):
-        text = str(field.line_edit.value).strip()
-        return text or None
-    value = field.value
+    """The option value a field holds: None for an empty optional field, and the command line's message
+    for a value it would refuse to parse."""
+    value = field.line_edit.value if isinstance(field, FileEdit) else field.value
     if not isinstance(value, str):
         return value
     text = value.strip()
     if not text:
+        if option.default is not None:
+            raise ParameterError(f"argument {option.flags[-1]}: expected one argument")
         return None
     if option.kind is str:
         return text
     try:
         return option.kind(text)
     except ValueError:
-        kind = "a whole number" if option.kind is int else "a number"
-        raise ParameterError(f"{option.flags[-1]} must be {kind}, got {text!r}") from None
+        raise ParameterError(
+            f"argument {option.flags[-1]}: invalid {option.kind.__name__} value: {text!r}"
+        ) from None
 
 
 class _Relay(QObject):
@@ -123,6 +126,7 @@ class RefinementWidget(QWidget):
         self.worker: Any = None
         self.history: list[MLState] = []
         self.inputs: RunInputs | None = None
+        self.outcome = ""
         self._cancel = threading.Event()
         self._relay = _Relay()
         self._relay.chunk.connect(self._on_chunk)
@@ -226,20 +230,21 @@ class RefinementWidget(QWidget):
 
     @report_errors
     def start(self) -> Any:
-        """Check the options and files, then refine in a worker thread; returns the worker."""
+        """Refine with the fields' options in a worker thread, which first reads and checks the inputs
+        (as the command does); returns the worker."""
         if self.worker is not None:
             raise ParameterError("a run is going; cancel it first")
-        inputs = read_inputs(self.values(), self.command_line())
-        self.inputs, self.history = inputs, []
+        values, command = self.values(), self.command_line()
+        self.inputs, self.history, self.outcome = None, [], ""
         self._cancel.clear()
-        self.worker = self._refine(inputs)
-        self.worker.yielded.connect(self._on_state)
-        self.worker.errored.connect(self._on_error)
+        self.worker = self._refine(values, command)
+        self.worker.yielded.connect(self._on_yield)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.aborted.connect(lambda: self._on_returned("cancelled"))
         self.worker.finished.connect(self._on_finished)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.status.setText(f"starting: {len(inputs.images)} particles, {inputs.params.n_classes} classes")
-        self._bars["iterations"] = progress(total=inputs.params.max_iter, desc="ml_tomo iterations")
+        self.status.setText("reading and checking the inputs…")
         self.worker.start()
         return self.worker
 
@@ -249,11 +254,17 @@ class RefinementWidget(QWidget):
         self.status.setText("cancelling after this chunk…")
 
     @thread_worker(start_thread=False)
-    def _refine(self, inputs: RunInputs) -> Iterator[MLState]:
+    def _refine(self, values: dict[str, Any], command: str) -> Iterator[RunInputs | MLState]:
+        """In the worker thread: the checked inputs, then every state; returns the outcome."""
         try:
+            inputs = read_inputs(values, command)
+            yield inputs
             yield from refine_run(inputs, on_chunk=self._chunk_done)
         except Cancelled:
-            return
+            return "cancelled"
+        except (OSError, ValueError) as err:
+            return f"failed: {error_text(err)}"
+        return "done"
 
     def _chunk_done(self, event: ChunkProgress) -> None:
         """In the worker thread: pass the event on, or stop the run."""
@@ -272,6 +283,15 @@ class RefinementWidget(QWidget):
             bar = self._bars["chunks"] = progress(total=event.total, desc=event.stage)
         bar.n = event.done
         bar.refresh()
+
+    def _on_yield(self, item: RunInputs | MLState) -> None:
+        if isinstance(item, RunInputs):
+            self.inputs = item
+            params = item.params
+            self.status.setText(f"starting: {len(item.images)} particles, {params.n_classes} classes")
+            self._bars["iterations"] = progress(total=params.max_iter, desc="ml_tomo iterations")
+            return
+        self._on_state(item)
 
     def _on_state(self, state: MLState) -> None:
         inputs = self.inputs
@@ -309,22 +329,33 @@ class RefinementWidget(QWidget):
         }
         self.plot.show_series(iterations, series)
 
-    def _on_error(self, error: BaseException) -> None:
-        show_error(" ".join(str(error).split()) or type(error).__name__)
+    def _on_returned(self, outcome: str) -> None:
+        self.outcome = outcome
+        if outcome.startswith("failed: "):
+            show_error(outcome.removeprefix("failed: "))
 
     def _on_finished(self) -> None:
         self.worker = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        self.chunk_bar.reset()
         for bar in self._bars.values():
             bar.close()
         self._bars.clear()
-        done = self.history[-1].iteration if self.history else None
-        if self._cancel.is_set():
-            self.status.setText(f"cancelled after iteration {done}; --restart its _log.xmd to go on")
-        elif self.history:
-            root = self.inputs.oroot if self.inputs else ""
-            self.status.setText(f"done: iteration {done}; results in {root}_img.xmd and {root}_ref.xmd")
+        self.status.setText(self._outcome_text())
+
+    def _outcome_text(self) -> str:
+        """What became of the run, and what to do next."""
+        if self.outcome.startswith("failed: ") or self.inputs is None:
+            return self.outcome or "stopped"
+        root, last = self.inputs.oroot, self.history[-1].iteration if self.history else None
+        if self.outcome == "done":
+            return f"done: iteration {last}; results in {root}_img.xmd and {root}_ref.xmd"
+        if last is None:
+            return "cancelled before the first iteration; nothing to restart"
+        log = f"{root}_it{last:06d}_log.xmd"
+        self.set_values({"restart": log})
+        return f"cancelled after iteration {last}; --restart is set to {log}: Run continues from it"
 
 
 def _scrolled(widget: QWidget) -> QScrollArea:

@@ -176,10 +176,12 @@ class Option:
 
     @property
     def help_text(self) -> str:
-        """The help line with the default appended (switches and options without a default have none)."""
-        if self.kind is bool or self.default is None:
-            return self.help
-        return f"{self.help} (default: {self.default})"
+        """The help line with the default appended (switches and options without a default have none),
+        and "not implemented yet" where that is so."""
+        text = self.help
+        if self.kind is not bool and self.default is not None:
+            text += f" (default: {self.default})"
+        return text if self.implemented else f"{text} (not implemented yet)"
 
 
 def _unset_if_negative(value: float) -> float | None:

@@ -8,7 +8,6 @@ Only metadata and volume headers are read here; a bad file or value raises one e
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,7 @@ from napari_mltomo.io.metadata import (
 from napari_mltomo.io.run import read_restart
 from napari_mltomo.io.volumes import VolumeError, read_pixel_size, read_volume, read_volume_stack
 
-__all__ = ["RunInputs", "read_inputs", "refuse_non_finite"]
+__all__ = ["RunInputs", "error_text", "read_inputs", "refuse_non_finite"]
 
 _METADATA_SUFFIXES = frozenset({".xmd", ".star", ".sel", ".doc", ".txt"})
 #: Columns that ``--doc`` brings into the ``-i`` table (replacing any there).
@@ -158,9 +157,9 @@ def read_inputs(values: Mapping[str, Any], command_line: str) -> RunInputs:
     refuse_unimplemented(values)
     option = {**default_values(), **values}
     if option["input"] is None:
-        raise ParameterError("-i: give the input images (a metadata file)")
+        raise ParameterError("the following arguments are required: -i")
     if option["workers"] is not None and option["scheduler"] is not None:
-        raise ParameterError("--workers/--scheduler: give one of them, not both")
+        raise ParameterError("give --workers or --scheduler, not both")
     if option["workers"] is not None and option["workers"] < 1:
         raise ParameterError(f"--workers must be at least 1, got {option['workers']}")
     restart = option["restart"]
@@ -174,14 +173,15 @@ def read_inputs(values: Mapping[str, Any], command_line: str) -> RunInputs:
     pixel_size = option["pixel_size"]
     if pixel_size is None:
         pixel_size = read_pixel_size(str(images["image"][0])) or 1.0
+    fractions = _fractions(option["frac"])
+    fixed = {"escape": 0} if reference_files or option["keep_angles"] else {}  # it is for random starts
     params = params_from_options(
-        values,
+        option,
         n_classes=_n_classes(option["nref"], option["ref"], reference_files),
-        fractions=None if restart is not None else _fractions(option["frac"]),
+        fractions=None if restart is not None else fractions,  # a restart keeps its fractions
         pixel_size_A=pixel_size,
+        **fixed,
     )
-    if reference_files or params.keep_angles:
-        params = dataclasses.replace(params, escape=0)  # the start-up search is for random starts only
     _check_angles(params, images, option["input"])
     return RunInputs(
         params=params,
@@ -199,6 +199,13 @@ def read_inputs(values: Mapping[str, Any], command_line: str) -> RunInputs:
         quiet=bool(option["quiet"]),
         command_line=command_line,
     )
+
+
+def error_text(err: BaseException) -> str:
+    """One line for an error a user can cause: ``file: reason`` for a missing file, else the message."""
+    if isinstance(err, FileNotFoundError) and err.filename:
+        return f"{err.filename}: {err.strerror or 'no such file'}"
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def refuse_non_finite(volumes: da.Array, names: Sequence[str], threads: int, client: Any = None) -> None:

@@ -1,0 +1,97 @@
+"""Regenerate docs/images/*.png from a real run in napari: ``make screenshots`` (under Xvfb).
+
+Writes the demo data set to a temporary folder, refines it from the Refinement widget with the demo's
+options, and grabs the window: the Refinement widget mid-run (``refinement.png``), the Results browser
+on the finished run with the aligned particles of class 1 and its Fourier coverage (``browser.png``),
+and the Missing region viewer with a particle's mask turned into the reference frame
+(``missing_region.png``).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import napari
+from qtpy.QtWidgets import QApplication
+
+from napari_mltomo import demo
+from napari_mltomo.cli import option_values
+
+IMAGES = Path(__file__).parent / "images"
+WINDOW = (1600, 1000)
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float = 900.0) -> None:
+    """Process Qt events until `condition` holds."""
+    end = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError("the run did not get there in time")
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def _settle(seconds: float = 1.0) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+
+
+def _grab(viewer: napari.Viewer, name: str) -> None:
+    _settle()
+    path = IMAGES / name
+    viewer.screenshot(str(path), canvas_only=False)
+    print(f"wrote {path}")
+
+
+def main(folder: Path) -> None:
+    IMAGES.mkdir(exist_ok=True)
+    demo.write_demo_data(folder)
+    root = folder / "run" / "demo"
+    argv = ["-i", str(folder / "images.xmd"), "--missing", str(folder / "wedges.xmd"), "--oroot", str(root)]
+    values = option_values([*argv, *demo.DEMO_ARGS])
+    values.pop("quiet")
+
+    viewer = napari.Viewer(title="napari-mltomo")
+    viewer.window._qt_window.resize(*WINDOW)
+    dock, refinement = viewer.window.add_plugin_dock_widget("napari-mltomo", "Refinement")
+    refinement.set_values(values)
+    worker = refinement.start()
+    _wait(lambda: len(refinement.history) >= 3)
+    viewer.grid.enabled = True
+    _grab(viewer, "refinement.png")
+    _wait(lambda: refinement.worker is None)
+    viewer.window.remove_dock_widget(dock)
+    del worker
+
+    viewer.layers.clear()
+    viewer.grid.enabled = False
+    _, browser = viewer.window.add_plugin_dock_widget("napari-mltomo", "Results browser")
+    browser.load(root)
+    browser.show_class(1)
+    browser.table.selectRow(3)
+    viewer.layers["class 1 coverage"].visible = True
+    for layer in viewer.layers:
+        layer.visible = layer.name in {"class 1", "class 1 coverage", "aligned particles"}
+    viewer.grid.enabled = True
+    _grab(viewer, "browser.png")
+
+    viewer.window.remove_dock_widget("all")
+    viewer.layers.clear()
+    viewer.grid.enabled = False
+    _, regions = viewer.window.add_plugin_dock_widget("napari-mltomo", "Missing region viewer")
+    regions.use_particle(root, 5)
+    viewer.grid.enabled = True
+    viewer.camera.angles = (20.0, 35.0, 140.0)
+    _grab(viewer, "missing_region.png")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as scratch:
+        main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(scratch))
