@@ -14,15 +14,19 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import napari
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
 from napari_mltomo import demo
 from napari_mltomo.cli import option_values
 
 IMAGES = Path(__file__).parent / "images"
-WINDOW = (1600, 1000)
+WINDOW = (1920, 1080)
+#: Width of the plugin's dock in the pictures (pixels).
+DOCK_WIDTH = 640
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float = 900.0) -> None:
@@ -42,8 +46,17 @@ def _settle(seconds: float = 1.0) -> None:
         time.sleep(0.02)
 
 
+def _dock(viewer: napari.Viewer, name: str) -> tuple[Any, Any]:
+    """Add one of the plugin's widgets, docked at :data:`DOCK_WIDTH`."""
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-mltomo", name)
+    viewer.window._qt_window.resizeDocks([dock], [DOCK_WIDTH], Qt.Orientation.Horizontal)
+    return dock, widget
+
+
 def _grab(viewer: napari.Viewer, name: str) -> None:
     _settle()
+    viewer.reset_view()
+    _settle(0.5)
     path = IMAGES / name
     viewer.screenshot(str(path), canvas_only=False)
     print(f"wrote {path}")
@@ -59,19 +72,21 @@ def main(folder: Path) -> None:
 
     viewer = napari.Viewer(title="napari-mltomo")
     viewer.window._qt_window.resize(*WINDOW)
-    dock, refinement = viewer.window.add_plugin_dock_widget("napari-mltomo", "Refinement")
+    dock, refinement = _dock(viewer, "Refinement")
     refinement.set_values(values)
     worker = refinement.start()
     _wait(lambda: len(refinement.history) >= 3)
+    viewer.dims.ndisplay = 3
     viewer.grid.enabled = True
+    viewer.grid.shape = (1, -1)
     _grab(viewer, "refinement.png")
     _wait(lambda: refinement.worker is None)
     viewer.window.remove_dock_widget(dock)
     del worker
 
     viewer.layers.clear()
-    viewer.grid.enabled = False
-    _, browser = viewer.window.add_plugin_dock_widget("napari-mltomo", "Results browser")
+    viewer.dims.ndisplay = 2
+    _, browser = _dock(viewer, "Results browser")
     browser.load(root)
     browser.show_class(1)
     browser.table.selectRow(3)
@@ -83,10 +98,8 @@ def main(folder: Path) -> None:
 
     viewer.window.remove_dock_widget("all")
     viewer.layers.clear()
-    viewer.grid.enabled = False
-    _, regions = viewer.window.add_plugin_dock_widget("napari-mltomo", "Missing region viewer")
+    _, regions = _dock(viewer, "Missing region viewer")
     regions.use_particle(root, 5)
-    viewer.grid.enabled = True
     viewer.camera.angles = (20.0, 35.0, 140.0)
     _grab(viewer, "missing_region.png")
     viewer.close()

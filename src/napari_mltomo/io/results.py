@@ -26,7 +26,7 @@ from napari_mltomo.io.metadata import (
     read_star,
     read_star_blocks,
 )
-from napari_mltomo.io.run import iteration_root, read_command_line
+from napari_mltomo.io.run import beside, iteration_root, read_command_line
 from napari_mltomo.io.volumes import read_pixel_size, read_volume
 
 __all__ = ["IterationResults", "RunResults", "open_run", "read_particles", "run_root"]
@@ -190,13 +190,7 @@ def _class_maps(table_path: Path) -> tuple[MetaData, list[Path]]:
     classes = classes.take(np.argsort(classes["ref"], kind="stable"))
     if len(classes) == 0:
         raise MetadataError(table_path, "block data_classes has no rows")
-    return classes, [_beside(str(name), table_path) for name in classes["image"]]
-
-
-def _beside(name: str, table_path: Path) -> Path:
-    """A file named in a table: absolute, or relative to the table's folder."""
-    path = Path(name)
-    return path if path.is_absolute() else table_path.parent / path
+    return classes, [beside(str(name), table_path) for name in classes["image"]]
 
 
 def _coverage(prefix: str, n_classes: int) -> NDArray[np.float32] | None:

@@ -42,6 +42,7 @@ from napari_mltomo.io.volumes import read_volume, write_volume
 __all__ = [
     "RestartPoint",
     "RunWriter",
+    "beside",
     "iteration_root",
     "particle_table",
     "read_command_line",
@@ -351,13 +352,13 @@ def read_restart(log_path: str | os.PathLike[str]) -> RestartPoint:
             f"not an ml_tomo iteration log: no {', '.join(missing)}; give a <root>_itNNNNNN_log.xmd file",
         )
     size = int(log["xSize"][0])
-    table_path = _beside(str(log["referenceMetaData"][0]), log_path)
+    table_path = beside(str(log["referenceMetaData"][0]), log_path)
     classes = read_star(table_path, "classes")
     for label in ("image", "ref", "weight"):
         if label not in classes:
             raise MetadataError(table_path, f"block data_classes has no {label} column")
     order = np.argsort(classes["ref"], kind="stable")
-    maps = np.stack([read_volume(_beside(str(classes["image"][k]), table_path)) for k in order])
+    maps = np.stack([read_volume(beside(str(classes["image"][k]), table_path)) for k in order])
     scale = size / maps.shape[-1]
     iteration = int(log["iterationNumber"][0])
     model = StartModel(
@@ -370,7 +371,7 @@ def read_restart(log_path: str | os.PathLike[str]) -> RestartPoint:
     return RestartPoint(model, iteration, read_command_line(log_path))
 
 
-def _beside(name: str, table_path: Path) -> Path:
+def beside(name: str, table_path: Path) -> Path:
     """A file named in a table: relative to the table's folder, else as given (current directory)."""
     path = Path(name)
     if path.is_absolute():
