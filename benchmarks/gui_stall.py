@@ -3,6 +3,8 @@
 A 10 ms QTimer runs on the GUI thread for the whole refinement (the demo data set and options, from the
 widget, under Xvfb when there is no display: ``make bench`` arranges it). Its longest gap between two
 ticks, less the 10 ms period, is the longest time the viewer could not respond. Target: under 250 ms.
+It is given for the whole run, and from the moment the class layers exist (napari sets up a new image
+layer and compiles its shaders the first time it is drawn, in the GUI thread, which no plugin can spread).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def measure(folder: Path) -> None:
     _, widget = viewer.window.add_plugin_dock_widget("napari-mltomo", "Refinement")
     widget.set_values(values)
     ticks: list[float] = []
+    layers_ready: list[float] = []
+    n_classes = int(values["nref"])
+    viewer.layers.events.inserted.connect(
+        lambda _: layers_ready.append(time.perf_counter()) if len(viewer.layers) == n_classes else None
+    )
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start(PERIOD_MS)
@@ -41,7 +48,9 @@ def measure(folder: Path) -> None:
         time.sleep(0.002)
     wall = time.perf_counter() - started
     timer.stop()
-    gaps = np.diff(ticks) * 1000.0 - PERIOD_MS
+    times = np.asarray(ticks)
+    gaps = np.diff(times) * 1000.0 - PERIOD_MS
+    settled = gaps[times[1:] > layers_ready[0] + 1.0]
     iterations = len(widget.history)
     print(
         f"refinement of the demo data set from the Refinement widget: {iterations} iterations, {wall:.1f} s"
@@ -49,6 +58,7 @@ def measure(folder: Path) -> None:
     print(f"event-loop ticks: {len(ticks)} (one per {PERIOD_MS} ms timer period)")
     worst, typical = gaps.max(), np.percentile(gaps, 99)
     print(f"longest stall: {worst:.0f} ms; 99th percentile {typical:.0f} ms (target < 250 ms)")
+    print(f"longest stall once the {n_classes} class layers exist: {settled.max():.0f} ms")
     viewer.close()
 
 

@@ -33,10 +33,9 @@ def _options(tiny_data: Path, root: Path) -> dict[str, object]:
 
 
 def _run_to_end(qtbot, widget: RefinementWidget, timeout_ms: int = 120_000) -> None:
-    worker = widget.start()
-    assert worker is not None, "the run did not start"
-    with qtbot.waitSignal(worker.finished, timeout=timeout_ms):
-        pass
+    assert widget.start() is not None, "the run did not start"
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout_ms)  # finished (connected before start)
+    qtbot.waitUntil(lambda: not widget._paced.busy)  # the display updates are paced
 
 
 def _same_run_files(left: Path, right: Path) -> None:
@@ -87,13 +86,13 @@ def test_a_run_from_the_widget_equals_the_command(make_napari_viewer, qtbot, tin
     _run_to_end(qtbot, widget)
     assert [state.iteration for state in widget.history] == [1, 2]
     names = [class_name(k) for k in range(1, TINY_CLASSES + 1)]
+    assert widget.plot.series["log-likelihood"]["LL"][1].shape == (2,)
     assert [layer.name for layer in viewer.layers] == names
     assert all(len(seen[name]) == 1 for name in names)  # each added once, then updated in place
     assert viewer.layers[names[0]].metadata["iteration"] == 2
     command = ["-i", str(tiny_data / "images.xmd"), "--missing", str(tiny_data / "wedges.xmd")]
     assert main([*command, "--oroot", str(tmp_path / "cli" / "r"), *TINY_OPTIONS, "--quiet"]) == 0
     _same_run_files(tmp_path / "widget" / "r", tmp_path / "cli" / "r")
-    assert widget.plot.series["log-likelihood"]["LL"][1].shape == (2,)
 
 
 def test_cancel_leaves_a_run_that_restarts_to_the_same_result(
@@ -153,10 +152,8 @@ def test_a_bad_value_gives_the_commands_message_once(
     monkeypatch.chdir(tmp_path)
     widget = _widget(make_napari_viewer())
     widget.set_values({**_options(tiny_data, tmp_path / "r"), **change})
-    worker = widget.start()
-    if worker is not None:  # refused by the input checks in the worker thread
-        with qtbot.waitSignal(worker.finished, timeout=30_000):
-            pass
+    if widget.start() is not None:  # refused by the input checks in the worker thread
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
         assert widget.status.text() == f"failed: {message}"
     assert shown == [message]
     assert widget.worker is None and widget.run_button.isEnabled()

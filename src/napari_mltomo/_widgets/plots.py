@@ -1,19 +1,23 @@
-"""Small matplotlib plots for the dock widgets: named curves on one or more panels."""
+"""Small plots for the dock widgets: named curves on one or more panels, drawn with pyqtgraph (a redraw
+takes milliseconds, so plotting never holds up the viewer)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
+import pyqtgraph as pg
 from numpy.typing import ArrayLike
+from qtpy.QtCore import Qt
 
 __all__ = ["CurvePlot"]
 
+#: Colours of successive curves on a panel (class 1, 2, ...).
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
-class CurvePlot(FigureCanvasQTAgg):
-    """Panels side by side, each showing named curves against a shared x.
+
+class CurvePlot(pg.GraphicsLayoutWidget):
+    """Panels side by side, each showing named curves.
 
     Parameters
     ----------
@@ -24,13 +28,15 @@ class CurvePlot(FigureCanvasQTAgg):
     """
 
     def __init__(self, titles: Sequence[str], xlabel: str = "iteration") -> None:
-        figure = Figure(figsize=(2.6 * len(titles), 2.2), layout="constrained")
-        super().__init__(figure)
-        self.setMinimumHeight(170)
-        self.xlabel = xlabel
-        self.panels = dict(zip(titles, figure.subplots(1, len(titles), squeeze=False)[0], strict=True))
+        super().__init__()
+        self.setMinimumHeight(200)
+        self.panels: dict[str, pg.PlotItem] = {}
+        for title in titles:
+            panel = self.addPlot(title=title)
+            panel.setLabel("bottom", xlabel)
+            panel.addLegend(offset=(-5, 5))
+            self.panels[title] = panel
         self.series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-        self.show_series([], {})
 
     def show_series(
         self,
@@ -46,24 +52,18 @@ class CurvePlot(FigureCanvasQTAgg):
         its last values. The curve `highlight` is drawn thicker; `guide` draws a dashed horizontal line.
         """
         self.series = {}
-        for title, axes in self.panels.items():
-            axes.clear()
-            axes.set_title(title, fontsize=9)
-            axes.set_xlabel(self.xlabel, fontsize=8)
-            axes.tick_params(labelsize=7)
+        for title, panel in self.panels.items():
+            panel.clear()
             curves = {}
-            for name, values in series.get(title, {}).items():
+            for index, (name, values) in enumerate(series.get(title, {}).items()):
                 y = np.asarray(values, dtype=np.float64)
                 if not y.size:
                     continue
                 xs = np.asarray(x[name] if isinstance(x, Mapping) else x, dtype=np.float64)[-len(y) :]
+                pen = pg.mkPen(COLOURS[index % len(COLOURS)], width=3 if name == highlight else 1.5)
+                panel.plot(xs, y, pen=pen, name=name, symbol="o", symbolSize=5, symbolBrush=pen.color())
                 curves[name] = (xs, y)
-                axes.plot(xs, y, marker=".", label=name, linewidth=2.5 if name == highlight else 1.2)
             if guide is not None and curves:
-                axes.axhline(guide, linestyle="--", linewidth=0.8, color="grey")
-            if len(curves) > 1:
-                axes.legend(fontsize=7)
-            if not curves:
-                axes.text(0.5, 0.5, "nothing yet", ha="center", va="center", transform=axes.transAxes)
+                dashed = pg.mkPen("grey", style=Qt.PenStyle.DashLine)
+                panel.addItem(pg.InfiniteLine(pos=guide, angle=0, pen=dashed))
             self.series[title] = curves
-        self.draw_idle()

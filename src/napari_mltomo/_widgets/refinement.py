@@ -9,19 +9,22 @@ only shows what it yields.
 
 from __future__ import annotations
 
+import collections
+import functools
 import shlex
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FileEdit, LineEdit, SpinBox
 from magicgui.widgets.bases import ValueWidget
+from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -51,6 +54,8 @@ if TYPE_CHECKING:
 __all__ = ["RefinementWidget", "option_fields"]
 
 _INT_RANGE = 2**31 - 1
+#: Milliseconds of free event loop between two display updates (each takes 10-170 ms of the GUI thread).
+_PACE_MS = 40
 #: Options the widget shows (``--quiet`` is a command-line matter).
 WIDGET_OPTIONS: tuple[Option, ...] = tuple(option for option in OPTIONS if option.widget)
 
@@ -104,6 +109,33 @@ def field_value(option: Option, field: ValueWidget) -> Any:
         ) from None
 
 
+class _Paced:
+    """Display updates run one at a time with :data:`_PACE_MS` of free event loop after each, so that
+    the viewer keeps answering while a run shows its references and plots. The timer belongs to `owner`:
+    updates still queued when it is deleted are dropped."""
+
+    def __init__(self, owner: QObject) -> None:
+        self._tasks: collections.deque[Callable[[], object]] = collections.deque()
+        self._timer = QTimer(owner)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._next)
+
+    @property
+    def busy(self) -> bool:
+        """Whether updates are waiting."""
+        return bool(self._tasks)
+
+    def add(self, task: Callable[[], object]) -> None:
+        self._tasks.append(task)
+        if not self._timer.isActive():
+            self._timer.start(0)
+
+    def _next(self) -> None:
+        if self._tasks:
+            self._tasks.popleft()()
+            self._timer.start(_PACE_MS)
+
+
 class _Relay(QObject):
     """Carries chunk progress from the worker thread to the GUI thread (a queued signal)."""
 
@@ -131,7 +163,9 @@ class RefinementWidget(QWidget):
         self._relay = _Relay()
         self._relay.chunk.connect(self._on_chunk)
         self._bars: dict[str, progress] = {}
+        self._paced = _Paced(self)
         self._build()
+        _prepare_image_layers()
 
     # ------------------------------------------------------------------ layout
 
@@ -298,7 +332,7 @@ class RefinementWidget(QWidget):
         assert inputs is not None
         pixel = inputs.params.pixel_size_A * inputs.box_size / state.size
         for layer_data in reference_layers(state.references, pixel, state.iteration):
-            show_layer(self.viewer, layer_data)
+            self._paced.add(functools.partial(show_layer, self.viewer, layer_data))
         if state.startup_step:
             self.status.setText(f"start-up step {state.startup_step} (box {state.size})")
             return
@@ -310,7 +344,7 @@ class RefinementWidget(QWidget):
         self.status.setText(
             f"iteration {state.iteration}: LL {state.log_likelihood:.6g}, pMax {state.mean_pmax:.3f}"
         )
-        self._plot_history(inputs)
+        self._paced.add(functools.partial(self._plot_history, inputs))
 
     def _plot_history(self, inputs: RunInputs) -> None:
         iterations = np.array([state.iteration for state in self.history], dtype=float)
@@ -356,6 +390,12 @@ class RefinementWidget(QWidget):
         log = f"{root}_it{last:06d}_log.xmd"
         self.set_values({"restart": log})
         return f"cancelled after iteration {last}; --restart is set to {log}: Run continues from it"
+
+
+def _prepare_image_layers() -> None:
+    """Make a throw-away image layer: napari sets up its units and thumbnails on the first one (about
+    0.5 s), which is better spent when the widget opens than when a run shows its first references."""
+    Image(np.zeros((2, 2, 2), dtype=np.float32))
 
 
 def _scrolled(widget: QWidget) -> QScrollArea:
