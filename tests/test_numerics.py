@@ -18,11 +18,13 @@ from napari_mltomo.core.fourier import (
     shell_index,
 )
 from napari_mltomo.core.geometry import (
+    backproject,
     centred_coordinates,
     euler_to_matrix,
     flatten_outside_sphere,
     fourier_stencil,
-    rotate_spectra,
+    oversampled_shape,
+    oversampled_spectra,
     rotate_volumes,
     sphere_mask,
 )
@@ -196,16 +198,23 @@ def test_rotation_is_active() -> None:
     assert np.unravel_index(rotated.argmax(), rotated.shape) == (N // 2, N // 2 + 4, N // 2)
 
 
-def test_rotated_sums_keep_only_the_ball() -> None:
-    """What lies outside the ball (the noise in the corners of a particle's box) does not reach a weighted
-    sum rotated into the reference frame; sampled on the N-grid, it would wrap round into the ball."""
-    outside = ~sphere_mask(N)
-    corners = np.zeros((N, N, N))
-    corners[outside] = np.random.default_rng(2).normal(size=outside.sum())
-    corners[outside] -= corners[outside].mean()
-    stencil = fourier_stencil(euler_to_matrix(30.0, 40.0, 50.0), N)
-    rotated = sfft.irfftn(rotate_spectra(sfft.rfftn(corners), stencil), s=(N,) * 3)
-    assert np.sum(rotated**2) < 1e-20 * np.sum(corners**2)
+@pytest.mark.parametrize("size", [16, 17])
+def test_backprojection_is_the_exact_transpose_of_the_bank_rotation(size: int) -> None:
+    """``<F u, y> = <u, F^T y>`` for the bank's rotation ``F`` (volumes inside the ball -> half-grid
+    spectra, real-space inner products) and its spread-and-backproject transpose; the transpose lives
+    inside the ball, so nothing from the corners of a particle's box reaches a reference."""
+    rng = np.random.default_rng(3)
+    volume = rng.normal(size=(size,) * 3)
+    volume[~sphere_mask(size)] = 0.0
+    stencil = fourier_stencil(euler_to_matrix(30.0, 40.0, 50.0), size)
+    forward = stencil.apply(oversampled_spectra(volume))
+    spectra = rng.normal(size=forward.shape) + 1j * rng.normal(size=forward.shape)
+    spread = np.zeros(oversampled_shape(size), dtype=np.complex128)
+    stencil.spread(spectra, spread)
+    transposed = backproject(spread, size)
+    lhs = np.sum(half_grid_weights(size) * (forward.conj() * spectra).real) / size**3
+    assert np.sum(volume * transposed) == pytest.approx(lhs, rel=1e-9)
+    assert not np.any(transposed[~sphere_mask(size)])
 
 
 def test_flatten_outside_sphere_sets_outside_mean() -> None:

@@ -10,7 +10,8 @@ Computation (see ``docs/engine.md``):
    particle's exact normaliser; no weight underflows.
 3. Pass 2 revisits only the (orientation, class) pairs whose peak is within ``significance`` of the
    particle's exact maximum, forms the weighted, shifted particle sums in Fourier space, adds them per
-   (orientation, class, missing region, half set), and rotates each sum into the reference frame once.
+   (orientation, class, missing region, half set), and spreads each sum into the reference frame once,
+   by the exact adjoint of the rotation that built the bank.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from scipy.special import logsumexp
 
 from .fourier import AXES3, half_grid_weights, parseval_norms
 from .geometry import (
+    FourierStencil,
+    backproject,
     fourier_stencil,
     oversampled_masks,
+    oversampled_shape,
     oversampled_spectra,
     rotate_masks,
-    rotate_spectra,
     zero_outside_sphere,
 )
 from .missing import MissingRegion, region_masks
@@ -228,7 +231,11 @@ class SufficientStats:
     Attributes
     ----------
     sums : (2, K, N, N, N//2+1) ndarray of complex128
-        Per half set and class, the spectrum of the weighted sum of aligned particles (reference frame).
+        Per half set and class, the spectrum of the weighted sum of aligned particles (reference frame),
+        taken by the exact adjoint of the bank's rotation.
+    model_sums : (K, N, N, N//2+1) ndarray of complex128
+        Per class, the same sum with each particle replaced by the current reference as that particle
+        sees it (rotated, masked): ``sums - model_sums`` is the gradient of the likelihood's bound.
     coverage : (2, K, N, N, N//2+1) ndarray of float64
         Per half set and class, the weighted sum of rotated observed-region masks.
     class_weights : (K,) ndarray of float64
@@ -241,6 +248,7 @@ class SufficientStats:
     """
 
     sums: NDArray[np.complex128]
+    model_sums: NDArray[np.complex128]
     coverage: NDArray[np.float64]
     class_weights: NDArray[np.float64]
     noise_sum: float
@@ -253,6 +261,7 @@ class SufficientStats:
     def __add__(self, other: SufficientStats) -> SufficientStats:
         return SufficientStats(
             sums=self.sums + other.sums,
+            model_sums=self.model_sums + other.model_sums,
             coverage=self.coverage + other.coverage,
             class_weights=self.class_weights + other.class_weights,
             noise_sum=self.noise_sum + other.noise_sum,
@@ -337,10 +346,11 @@ def estep_chunk(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel) ->
     posterior = np.exp(summaries.log_mass - log_norm[:, None, None])
     peak_max = summaries.peak.max(axis=(1, 2))
     significant = summaries.peak >= peak_max[:, None, None] + np.log(model.significance)
-    sums, coverage, class_weights = _backward(chunk, bank, model, significant, log_norm)
+    sums, model_sums, coverage, class_weights = _backward(chunk, bank, model, significant, log_norm)
     results = _particle_results(chunk, model, summaries, log_norm, peak_max, bank.size)
     return SufficientStats(
         sums=sums,
+        model_sums=model_sums,
         coverage=coverage,
         class_weights=class_weights,
         noise_sum=float(2.0 * np.sum(posterior * summaries.mean_residual)),
@@ -462,12 +472,18 @@ def _backward(
     model: EStepModel,
     significant: NDArray[np.bool_],
     log_norm: NDArray[np.float64],
-) -> tuple[NDArray[np.complex128], NDArray[np.float64], NDArray[np.float64]]:
-    """Pass 2: weighted, shifted particle sums per group, rotated into the reference frame once."""
+) -> tuple[NDArray[np.complex128], NDArray[np.complex128], NDArray[np.float64], NDArray[np.float64]]:
+    """Pass 2: weighted, shifted particle sums per group, spread into the reference frame once.
+
+    Returns the sums and the model sums (see :class:`SufficientStats`), the coverage and the class
+    weights.
+    """
     n_classes = bank.references.shape[0]
     n_regions = len(model.region_masks)
     half = bank.conjugate_spectra.shape[2:]
-    sums = np.zeros((2, n_classes, *half), dtype=np.complex128)
+    fine = oversampled_shape(bank.size)
+    data_spread = np.zeros((2, n_classes, *fine), dtype=np.complex128)
+    model_spread = np.zeros((n_classes, *fine), dtype=np.complex128)
     coverage = np.zeros((2, n_classes, *half))
     class_weights = np.zeros(n_classes)
     group = chunk.regions * 2 + chunk.halves  # (n,) -> (region, half) pair
@@ -488,33 +504,51 @@ def _backward(
         grouped = np.einsum("gr,rk...->gk...", one_hot[:, rows], shifted.astype(np.complex128))
         masses = one_hot[:, rows] @ weights.sum(axis=(2, 3, 4), dtype=np.float64)  # (2R, K)
         class_weights += masses.sum(axis=0)
-        _add_rotated(sums, coverage, grouped, masses, bank.matrices[a], model)
-    return sums, coverage, class_weights
+        forward = fourier_stencil(bank.matrices[a].T, bank.size)  # the bank's rotation
+        _spread_orientation(
+            data_spread, model_spread, grouped, masses, bank.conjugate_spectra[a], forward, model
+        )
+        _add_coverage(coverage, masses, fourier_stencil(bank.matrices[a], bank.size), model)
+    sums = sfft.rfftn(backproject(data_spread, bank.size), axes=AXES3)
+    model_sums = sfft.rfftn(backproject(model_spread, bank.size), axes=AXES3)
+    return sums, model_sums, coverage, class_weights
 
 
-def _add_rotated(
-    sums: NDArray[np.complex128],
-    coverage: NDArray[np.float64],
+def _spread_orientation(
+    data_spread: NDArray[np.complex128],
+    model_spread: NDArray[np.complex128],
     grouped: NDArray[np.complex128],
     masses: NDArray[np.float64],
-    matrix: NDArray[np.float64],
+    conjugate_references: NDArray[np.complex64],
+    forward: FourierStencil,
     model: EStepModel,
 ) -> None:
-    """Rotate the (region, half) sums of one orientation into the reference frame and add them.
+    """Spread one orientation's (region, half) particle sums, and the references as the particles see
+    them (``sum_i w_i M_i A_a``), into the reference frame by the adjoint of the bank's rotation.
 
-    ``grouped`` is ``(2R, K, N, N, N//2+1)``, indexed by ``2 * region + half``. The sums and the masks of
-    the regions present are rotated by the same Fourier-space interpolation, so the coverage matches
-    the data at the edges of each missing region.
+    ``grouped`` is ``(2R, K, N, N, N//2+1)``, indexed by ``2 * region + half``; ``masses`` ``(2R, K)``.
     """
-    size = model.within_resolution.shape[0]
+    for g in np.nonzero(masses.any(axis=1))[0]:
+        forward.spread(grouped[g], data_spread[g % 2])
+    region_mass = masses.reshape(-1, 2, masses.shape[1]).sum(axis=1)  # (R, K)
+    seen = np.einsum("mk,mzyx->kzyx", region_mass, model.region_masks.astype(np.float64))
+    forward.spread(seen * np.conj(conjugate_references), model_spread)
+
+
+def _add_coverage(
+    coverage: NDArray[np.float64], masses: NDArray[np.float64], stencil: FourierStencil, model: EStepModel
+) -> None:
+    """Add one orientation's observed-region masks, weighted by the groups' masses, in the reference frame
+    (``stencil`` rotates from the particle's frame to the reference's).
+
+    The masks are rotated by the same Fourier-space interpolation as the references, so the coverage
+    matches the data at the edges of each missing region.
+    """
     live = np.nonzero(masses.any(axis=1))[0]
     present = np.unique(live // 2)
-    stencil = fourier_stencil(matrix, size)
     rotated = dict(
         zip(present.tolist(), rotate_masks(model.oversampled_region_masks[present], stencil), strict=True)
     )
-    spectra = rotate_spectra(grouped[live], stencil)
-    for slot, g in enumerate(live):
+    for g in live:
         region, half = divmod(int(g), 2)
-        sums[half] += spectra[slot]
         coverage[half] += masses[g][:, None, None, None] * rotated[region]

@@ -15,19 +15,20 @@ import numpy as np
 import scipy.fft as sfft
 from numpy.typing import ArrayLike, NDArray
 
-from .fourier import signed_frequencies
+from .fourier import half_grid_weights, signed_frequencies
 
 __all__ = [
     "OVERSAMPLING",
     "FourierStencil",
+    "backproject",
     "euler_to_matrix",
     "flatten_outside_sphere",
     "fourier_stencil",
     "matrix_to_euler",
     "oversampled_masks",
+    "oversampled_shape",
     "oversampled_spectra",
     "rotate_masks",
-    "rotate_spectra",
     "rotate_volumes",
     "sphere_mask",
     "zero_outside_sphere",
@@ -135,6 +136,27 @@ class FourierStencil:
         out[..., self.targets] = values * _centre_phase(self.size).ravel()[self.targets]
         return out.reshape(*lead, *half)
 
+    def spread(self, spectra: NDArray[np.complexfloating], out: NDArray[np.complex128]) -> None:
+        """Add the adjoint of :meth:`apply` to ``out``, the ``(..., 2N, 2N, N+1)`` oversampled half grid.
+
+        ``spectra`` are ``(..., N, N, N//2+1)`` half-grid spectra; the adjoint is taken for the real
+        inner product of the volumes they stand for (Parseval: half-grid multiplicity over ``N**3``),
+        so that :func:`backproject` of ``out`` is the exact transpose of the forward rotation.
+        """
+        lead = spectra.shape[:-3]
+        scale = (half_grid_weights(self.size).astype(np.float64) / self.size**3)[None, None, :]
+        weighted = spectra.reshape(*lead, -1)[..., self.targets] * np.conj(
+            (_centre_phase(self.size) * scale).ravel()[self.targets]
+        )
+        np.conjugate(weighted, out=weighted, where=self.conjugate)
+        flat = out.reshape(-1)
+        fine_size = flat.size // max(1, int(np.prod(lead)))
+        offsets = (np.arange(int(np.prod(lead))) * fine_size)[:, None, None]
+        index = (offsets + self.indices[None]).ravel()  # (lead, 8, P)
+        values = (self.weights[None] * weighted.reshape(-1, 1, weighted.shape[-1])).ravel()
+        flat += np.bincount(index, values.real, minlength=flat.size)
+        flat.imag += np.bincount(index, values.imag, minlength=flat.size)
+
 
 def fourier_stencil(matrix: ArrayLike, size: int) -> FourierStencil:
     """Stencil of the rotation ``Rot[M] f (r) = f(M^T r)`` in Fourier space: ``F'(k) = F(M^T k)``.
@@ -172,6 +194,12 @@ def fourier_stencil(matrix: ArrayLike, size: int) -> FourierStencil:
     return FourierStencil(np.stack(indices), np.stack(weights), conjugate, targets, size)
 
 
+def oversampled_shape(size: int) -> tuple[int, int, int]:
+    """Shape ``(2N, 2N, N+1)`` of the oversampled half grid of an ``N``-box."""
+    fine = OVERSAMPLING * size
+    return fine, fine, fine // 2 + 1
+
+
 def oversampled_spectra(volumes: NDArray[np.floating]) -> NDArray[np.complexfloating]:
     """Spectra of ``(..., N, N, N)`` volumes zero-padded to ``2N``, ready for :class:`FourierStencil`.
 
@@ -196,6 +224,23 @@ def oversampled_spectra(volumes: NDArray[np.floating]) -> NDArray[np.complexfloa
     return spectra
 
 
+def backproject(oversampled: NDArray[np.complexfloating], size: int) -> NDArray[np.float64]:
+    """Volumes ``(..., N, N, N)`` from spread spectra: the transpose of :func:`oversampled_spectra`.
+
+    Together with :meth:`FourierStencil.spread` this is the exact adjoint of the rotation that builds
+    the reference bank, which keeps the reference update an ascent step of the likelihood.
+    """
+    fine = OVERSAMPLING * size
+    full = np.zeros((*oversampled.shape[:-1], fine), dtype=np.complex128)
+    full[..., : fine // 2 + 1] = oversampled
+    phase = np.exp(-2j * np.pi * (size // 2) * np.fft.fftfreq(fine))
+    full *= phase[:, None, None] * phase[None, :, None] * phase[None, None, :]
+    volumes = sfft.ifftn(full, axes=(-3, -2, -1), norm="forward")[..., :size, :size, :size].real
+    volumes = volumes * _gridding_correction(size)
+    volumes[..., ~sphere_mask(size)] = 0.0
+    return volumes
+
+
 @lru_cache(maxsize=16)
 def _centre_phase(size: int) -> NDArray[np.complex64]:
     """``exp(-2 pi i k . c / N)`` with ``c = N//2``: spectra about the centre voxel -> ``rfftn``'s."""
@@ -208,18 +253,6 @@ def _gridding_correction(size: int) -> NDArray[np.float32]:
     """``1 / (sinc**2(x / 2N) sinc**2(y / 2N) sinc**2(z / 2N))`` on the centred ``N``-box."""
     axis = 1.0 / np.sinc((np.arange(size) - size // 2) / (OVERSAMPLING * size)) ** 2
     return (axis[:, None, None] * axis[None, :, None] * axis[None, None, :]).astype(np.float32)
-
-
-def rotate_spectra(spectra: NDArray[np.complexfloating], stencil: FourierStencil) -> NDArray:
-    """Rotate volumes given by their ``rfftn`` spectra ``(..., N, N, N//2+1)``, inside the ball only.
-
-    Each volume is flattened outside the ball first (:func:`zero_outside_sphere`), as the references
-    are: the rotated spectrum is sampled on the ``N``-grid, so anything beyond the ball (the corners
-    of a particle's box) would otherwise wrap round the box into the rotated volume.
-    """
-    size = spectra.shape[-2]
-    inside, _ = zero_outside_sphere(sfft.irfftn(spectra, s=(size,) * 3, axes=(-3, -2, -1)))
-    return stencil.apply(oversampled_spectra(inside))
 
 
 def oversampled_masks(masks: NDArray[np.floating]) -> NDArray[np.complexfloating]:

@@ -31,15 +31,18 @@ def full_grid_sum(half_grid: NDArray[np.floating]) -> NDArray[np.float64]:
 def impute_references(
     old_spectra: NDArray[np.complexfloating],
     sums: NDArray[np.complex128],
+    model_sums: NDArray[np.complex128],
     coverage: NDArray[np.float64],
     class_weights: NDArray[np.float64],
     impute_iter: int = 1,
 ) -> NDArray[np.complex128]:
     """ML update of reference spectra, treating the unobserved components as hidden data.
 
-    ``A <- A (1 - W_k / n_k) + S_k / n_k``, repeated ``impute_iter`` times: observed components take
-    the weighted average of the aligned particles, missing ones keep the current reference.
-    A class with no weight keeps its reference.
+    ``A <- A + (S_k - H_k A) / n_k``, repeated ``impute_iter`` times: observed components move to the
+    weighted average of the aligned particles, missing ones keep the current reference. ``H_k A_old``
+    is ``model_sums``, exact for the bank's rotations, so the first step never lowers the likelihood's
+    bound; later steps approximate ``H_k (A - A_old)`` by ``W_k (A - A_old)``. With exact rotations this
+    is ``A <- A (1 - W_k / n_k) + S_k / n_k``. A class with no weight keeps its reference.
 
     Parameters
     ----------
@@ -47,6 +50,8 @@ def impute_references(
         Current references.
     sums : (K, N, N, N//2+1) complex ndarray
         Weighted sums of aligned particles (both halves).
+    model_sums : (K, N, N, N//2+1) complex ndarray
+        The same sums with each particle replaced by the current reference as it sees it.
     coverage : (K, N, N, N//2+1) ndarray
         Weighted sums of the observed-region masks in the reference frame.
     class_weights : (K,) ndarray
@@ -57,12 +62,14 @@ def impute_references(
     -------
     (K, N, N, N//2+1) ndarray of complex128
     """
-    spectra = np.array(old_spectra, dtype=np.complex128)
+    old = np.asarray(old_spectra, dtype=np.complex128)
+    spectra = old.copy()
     for k, weight in enumerate(class_weights):
         if weight <= 0:
             continue
+        gradient = sums[k] - model_sums[k]
         for _ in range(impute_iter):
-            spectra[k] = spectra[k] * (1.0 - coverage[k] / weight) + sums[k] / weight
+            spectra[k] = spectra[k] + (gradient - coverage[k] * (spectra[k] - old[k])) / weight
     return spectra
 
 

@@ -30,12 +30,13 @@ from .estep import (
 )
 from .fourier import AXES3, fourier_rescale, resolution_from_fsc, resolution_masks
 from .geometry import (
+    backproject,
     euler_to_matrix,
     flatten_outside_sphere,
     fourier_stencil,
     oversampled_masks,
+    oversampled_shape,
     rotate_masks,
-    rotate_spectra,
 )
 from .missing import MissingRegion, region_masks
 from .mstep import (
@@ -474,7 +475,7 @@ def _startup(
     for step in range(1, steps + 1):
         temperature = STARTUP_TEMPERATURE ** ((steps - step) / max(steps - 1, 1))
         stage = f"start-up step {step}"
-        state = _iterate(data, low, low_setup, state, step, dispatch, stage, temperature)
+        state = _iterate(data, low, low_setup, state, step, dispatch, stage, temperature, exact=False)
         yield replace(state, startup_step=step, temperature=temperature)
     ratio = setup.scale / low_setup.scale
     return StartModel(
@@ -545,20 +546,20 @@ def _average_chunk(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Spectra of the sums of the chunk's particles aligned by the given transforms, per half and class.
 
-    Each particle is shifted and rotated in Fourier space; its observed-region mask is rotated by the
-    same interpolation and added to the coverage (as in the E-step's backward pass).
+    Each particle is shifted and spread into the reference frame as in the E-step's backward pass; its
+    observed-region mask is rotated by the same interpolation and added to the coverage.
     """
     spectra = _observed_particles(volumes, indices, region_index, setup)
     size = setup.size
     masks = oversampled_masks(setup.masks.astype(np.float64))
-    sums = np.zeros((2, n_classes, *setup.masks.shape[1:]), dtype=np.complex128)
+    spread = np.zeros((2, n_classes, *oversampled_shape(size)), dtype=np.complex128)
     coverage = np.zeros((2, n_classes, *setup.masks.shape[1:]))
     for row, i in enumerate(indices):
+        shifted = spectra[row] * _phase_shift(shifts[i], size)
+        fourier_stencil(matrices[i].T, size).spread(shifted, spread[halves[i], classes[i]])
         stencil = fourier_stencil(matrices[i], size)
-        shifted = spectra[row].astype(np.complex128) * _phase_shift(shifts[i], size)
-        sums[halves[i], classes[i]] += rotate_spectra(shifted, stencil)
         coverage[halves[i], classes[i]] += rotate_masks(masks[region_index[i]], stencil)
-    return sums, coverage
+    return sfft.rfftn(backproject(spread, size), axes=AXES3), coverage
 
 
 def _phase_shift(shift_px: NDArray[np.float64], size: int) -> NDArray[np.complex128]:
@@ -622,9 +623,12 @@ def _iterate(
     dispatch: _Dispatch,
     stage: str,
     temperature: float = 1.0,
+    *,
+    exact: bool = True,
 ) -> MLState:
     """One EM iteration (``stage`` names it in progress reports); ``temperature > 1`` flattens the
-    posteriors (likelihoods to the power ``1/T``)."""
+    posteriors (likelihoods to the power ``1/T``). ``exact=False`` is the start-up's reference update
+    (see :func:`_maximise`)."""
     grid = _grid(params, iteration)
     log_prior, shift_sq = translation_log_prior(
         setup.size,
@@ -647,7 +651,7 @@ def _iterate(
     shared = [halves, data.region_index, setup, bank, model]
     parts = _map_chunks(_estep_task, data, params, shared, dispatch, stage)
     stats = functools.reduce(operator.add, parts)
-    return _maximise(data, params, setup, state, stats, grid, iteration)
+    return _maximise(data, params, setup, state, stats, grid, iteration, exact=exact)
 
 
 def _maximise(
@@ -658,11 +662,23 @@ def _maximise(
     stats: SufficientStats,
     grid: OrientationGrid,
     iteration: int,
+    *,
+    exact: bool = True,
 ) -> MLState:
+    """The M-step. With ``exact`` the references take the exact EM update (the likelihood never falls);
+    the start-up uses the coverage in place of the model sums (``H A ~ W A``), which leaves the imputed
+    components as blurred as the rotations make them: a smoothing that keeps the annealed search from
+    locking classes onto noise (without it one class of three was lost on the demo data)."""
     weights = stats.class_weights
     old_spectra = sfft.rfftn(state.references, axes=AXES3)
+    coverage = stats.coverage.sum(axis=0)
     spectra = impute_references(
-        old_spectra, stats.sums.sum(axis=0), stats.coverage.sum(axis=0), weights, params.impute_iter
+        old_spectra,
+        stats.sums.sum(axis=0),
+        stats.model_sums if exact else coverage * old_spectra,
+        coverage,
+        weights,
+        params.impute_iter,
     )
     fractions = state.fractions if params.fix_fractions else update_fractions(weights)
     sigma_offset = state.sigma_offset_px if params.fix_sigma_offset else update_offset(stats)
