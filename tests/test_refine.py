@@ -293,3 +293,23 @@ def test_startup_is_skipped_when_turned_off_or_given_references(three_classes) -
     no_iterations = list(iter_refine(_subtomograms(three_classes), replace(params, max_iter=0)))
     assert [state.iteration for state in given] == [0, 1] == [state.iteration for state in off]
     assert [(state.iteration, state.startup_step) for state in no_iterations] == [(0, 0)]
+
+
+def test_startup_updates_references_with_the_coverage_and_iterations_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start-up takes ``W A`` for the model sums (a smoothing that keeps the annealed search off noise);
+    the iterations take the exact model sums, whose update never lowers the likelihood."""
+    import napari_mltomo.core.refine as refine
+
+    calls: list[bool] = []
+    update = refine.impute_references
+
+    def recorded(old, sums, model_sums, coverage, *args):
+        calls.append(np.allclose(model_sums, coverage * old))
+        return update(old, sums, model_sums, coverage, *args)
+
+    monkeypatch.setattr(refine, "impute_references", recorded)
+    data = make_dataset(4, 2, 24, snr=1.0, seed=1)
+    list(iter_refine(_subtomograms(data), MLParams(n_classes=2, max_iter=2, ang_deg=40.0, escape=2, seed=1)))
+    assert calls == [True, True, False, False]
