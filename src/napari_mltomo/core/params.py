@@ -199,7 +199,7 @@ GROUPS: tuple[str, ...] = (
 _IO, _SAMPLING, _REG, _OTHERS, _ADDITIONAL, _OURS = GROUPS
 _ESCAPE_HELP = (
     "For --nref starts: N annealed start-up steps at a 16-voxel box before iteration 1, which keep "
-    "classes from locking onto noise (0: off). Five cost about 1.8 iterations of a 32-voxel run, or 12 "
+    "classes from locking onto noise (0: off). Five cost about 2.2 iterations of a 32-voxel run, or 13 "
     "of a 16-voxel run"
 )
 
