@@ -56,6 +56,8 @@ __all__ = ["RefinementWidget", "option_fields"]
 _INT_RANGE = 2**31 - 1
 #: Milliseconds of free event loop between two display updates (each takes 10-170 ms of the GUI thread).
 _PACE_MS = 40
+#: Longest wait of a run for its class layers to be made (seconds).
+_DISPLAY_WAIT_S = 30.0
 #: Options the widget shows (``--quiet`` is a command-line matter).
 WIDGET_OPTIONS: tuple[Option, ...] = tuple(option for option in OPTIONS if option.widget)
 
@@ -160,6 +162,7 @@ class RefinementWidget(QWidget):
         self.inputs: RunInputs | None = None
         self.outcome = ""
         self._cancel = threading.Event()
+        self._display_ready = threading.Event()
         self._relay = _Relay()
         self._relay.chunk.connect(self._on_chunk)
         self._bars: dict[str, progress] = {}
@@ -271,6 +274,7 @@ class RefinementWidget(QWidget):
         values, command = self.values(), self.command_line()
         self.inputs, self.history, self.outcome = None, [], ""
         self._cancel.clear()
+        self._display_ready.clear()
         self.worker = self._refine(values, command)
         self.worker.yielded.connect(self._on_yield)
         self.worker.returned.connect(self._on_returned)
@@ -293,6 +297,7 @@ class RefinementWidget(QWidget):
         try:
             inputs = read_inputs(values, command)
             yield inputs
+            self._display_ready.wait(_DISPLAY_WAIT_S)  # the class layers are made before the work starts
             yield from refine_run(inputs, on_chunk=self._chunk_done)
         except Cancelled:
             return "cancelled"
@@ -324,8 +329,20 @@ class RefinementWidget(QWidget):
             params = item.params
             self.status.setText(f"starting: {len(item.images)} particles, {params.n_classes} classes")
             self._bars["iterations"] = progress(total=params.max_iter, desc="ml_tomo iterations")
+            self._prepare_layers(item)
             return
         self._on_state(item)
+
+    def _prepare_layers(self, inputs: RunInputs) -> None:
+        """Make (or keep) the class layers, empty, then let the worker start: napari sets a new layer up
+        in the GUI thread, which is quicker before the refinement takes the processors."""
+        pixel = inputs.params.pixel_size_A * inputs.box_size / inputs.size
+        for data, kwargs, kind in reference_layers(
+            np.zeros((inputs.params.n_classes, *(inputs.size,) * 3)), pixel, 0
+        ):
+            if kwargs["name"] not in self.viewer.layers:
+                self._paced.add(functools.partial(show_layer, self.viewer, (data, kwargs, kind)))
+        self._paced.add(self._display_ready.set)
 
     def _on_state(self, state: MLState) -> None:
         inputs = self.inputs
