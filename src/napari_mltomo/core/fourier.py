@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 import scipy.fft as sfft
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "centred_coverage",
@@ -21,6 +21,7 @@ __all__ = [
     "resolution_from_fsc",
     "resolution_masks",
     "shell_index",
+    "shift_phases",
     "signed_frequencies",
 ]
 
@@ -224,3 +225,12 @@ def centred_coverage(half: NDArray[np.float64], box_size: int) -> NDArray[np.flo
     padded = np.zeros((len(half), box_size, box_size, box_size), dtype=np.float32)
     padded[:, window, window, window] = full
     return padded
+
+
+def shift_phases(shift_px: ArrayLike, size: int) -> NDArray[np.complex128]:
+    """Half-grid phase factors ``(N, N, N//2+1)`` that translate a volume by ``shift_px`` = ``(x, y, z)``
+    pixels when multiplied into its ``rfftn``: ``f(r) -> f(r - s)``."""
+    x, y, z = np.asarray(shift_px, dtype=np.float64)
+    full = np.fft.fftfreq(size)
+    kz, ky, kx = full[:, None, None], full[None, :, None], np.fft.rfftfreq(size)[None, None, :]
+    return np.exp(-2j * np.pi * (kx * x + ky * y + kz * z))

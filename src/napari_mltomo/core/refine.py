@@ -28,7 +28,7 @@ from .estep import (
     estep_chunk,
     translation_log_prior,
 )
-from .fourier import AXES3, fourier_rescale, resolution_from_fsc, resolution_masks
+from .fourier import AXES3, fourier_rescale, resolution_from_fsc, resolution_masks, shift_phases
 from .geometry import (
     backproject,
     euler_to_matrix,
@@ -555,19 +555,11 @@ def _average_chunk(
     spread = np.zeros((2, n_classes, *oversampled_shape(size)), dtype=np.complex128)
     coverage = np.zeros((2, n_classes, *setup.masks.shape[1:]))
     for row, i in enumerate(indices):
-        shifted = spectra[row] * _phase_shift(shifts[i], size)
+        shifted = spectra[row] * shift_phases(shifts[i], size)
         fourier_stencil(matrices[i].T, size).spread(shifted, spread[halves[i], classes[i]])
         stencil = fourier_stencil(matrices[i], size)
         coverage[halves[i], classes[i]] += rotate_masks(masks[region_index[i]], stencil)
     return sfft.rfftn(backproject(spread, size), axes=AXES3), coverage
-
-
-def _phase_shift(shift_px: NDArray[np.float64], size: int) -> NDArray[np.complex128]:
-    """Half-grid phase factors that translate a volume by ``shift_px`` = ``(x, y, z)``: ``f(r - s)``."""
-    full = np.fft.fftfreq(size)
-    kz, ky, kx = full[:, None, None], full[None, :, None], np.fft.rfftfreq(size)[None, None, :]
-    phase = kx * shift_px[0] + ky * shift_px[1] + kz * shift_px[2]
-    return np.exp(-2j * np.pi * phase)
 
 
 def _regularised(

@@ -12,14 +12,13 @@ import numpy as np
 import scipy.fft as sfft
 from numpy.typing import ArrayLike, NDArray
 
-from .fourier import AXES3
+from .fourier import AXES3, shift_phases
 from .geometry import euler_to_matrix, rotate_volumes, sphere_mask
 from .missing import MissingRegion, observed_masks
 
 __all__ = [
     "align_to_reference",
     "class_members",
-    "correlations",
     "missing_fraction",
     "order_by_pmax",
     "region_mask_volume",
@@ -42,15 +41,8 @@ def shift_volumes(volumes: NDArray[np.floating], shifts_px: ArrayLike) -> NDArra
     (n, N, N, N) ndarray of float64
     """
     size = volumes.shape[-1]
-    shifts = np.asarray(shifts_px, dtype=np.float64).reshape(-1, 3)
-    full, half = sfft.fftfreq(size), sfft.rfftfreq(size)
-    kz, ky, kx = full[:, None, None], full[None, :, None], half[None, None, :]
-    phase = (
-        kx * shifts[:, 0, None, None, None]
-        + ky * shifts[:, 1, None, None, None]
-        + kz * shifts[:, 2, None, None, None]
-    )
-    spectra = sfft.rfftn(np.asarray(volumes, dtype=np.float64), axes=AXES3) * np.exp(-2j * np.pi * phase)
+    phases = np.stack([shift_phases(shift, size) for shift in np.asarray(shifts_px).reshape(-1, 3)])
+    spectra = sfft.rfftn(np.asarray(volumes, dtype=np.float64), axes=AXES3) * phases
     return sfft.irfftn(spectra, s=(size,) * 3, axes=AXES3)
 
 
@@ -93,16 +85,6 @@ def class_members(refs: ArrayLike, pmax: ArrayLike, ref: int) -> NDArray[np.intp
     pmax = np.asarray(pmax, dtype=np.float64)
     rows = np.flatnonzero(np.asarray(refs) == ref)
     return rows[order_by_pmax(pmax[rows])]
-
-
-def correlations(volumes: NDArray[np.floating], reference: NDArray[np.floating]) -> NDArray[np.float64]:
-    """Pearson correlation of each of ``(n, N, N, N)`` volumes with one ``(N, N, N)`` reference."""
-    flat = np.asarray(volumes, dtype=np.float64).reshape(len(volumes), -1)
-    flat = flat - flat.mean(axis=1, keepdims=True)
-    ref = np.asarray(reference, dtype=np.float64).ravel()
-    ref = ref - ref.mean()
-    norms = np.linalg.norm(flat, axis=1) * np.linalg.norm(ref)
-    return (flat @ ref) / np.where(norms > 0, norms, 1.0)
 
 
 def region_mask_volume(region: MissingRegion, size: int, *, ball: bool = True) -> NDArray[np.float32]:
