@@ -103,7 +103,14 @@ def test_every_chunk_of_every_pass_is_reported(three_classes) -> None:
     events: list[ChunkProgress] = []
     list(iter_refine(data, params, on_chunk=events.append))
     total = -(-len(data) // 4)
-    stages = ["starting references", "start-up step 1", "start-up step 2", "iteration 1", "iteration 2"]
+    stages = [
+        "starting references",
+        "start-up step 1",
+        "start-up step 2",
+        "iteration 1",
+        "trap check, class 1",  # the one class's particles, after the first iteration
+        "iteration 2",
+    ]
     assert [event.stage for event in events] == [stage for stage in stages for _ in range(total)]
     assert [event.done for event in events] == list(range(1, total + 1)) * len(stages)
     assert {event.total for event in events} == {total}

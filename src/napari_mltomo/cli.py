@@ -240,10 +240,12 @@ class _Progress:
         else:
             fractions = " ".join(f"{value:.3f}" for value in state.fractions)
             converged = "  converged" if state.converged else ""
+            escaped = ", ".join(str(k + 1) for k in state.escaped_classes)
+            escaped = f"  re-posed class {escaped} (trap escape)" if escaped else ""
             self.say(
                 f"iteration {state.iteration}/{self.last}  LL {state.log_likelihood:.6g}  "
                 f"pMax {state.mean_pmax:.3f}  sigma {state.sigma_noise:.4g}  "
-                f"fractions {fractions}  {elapsed:.1f} s{converged}"
+                f"fractions {fractions}  {elapsed:.1f} s{escaped}{converged}"
             )
 
 

@@ -20,6 +20,7 @@ import scipy.fft as sfft
 from dask.callbacks import Callback
 from numpy.typing import ArrayLike, NDArray
 
+from .escape import AlignedClass, near_symmetry, turned_proposal
 from .estep import (
     EStepModel,
     ParticleChunk,
@@ -155,6 +156,7 @@ class MLState:
     unregularised: NDArray[np.float64] | None = field(default=None, repr=False)
     startup_step: int = 0
     temperature: float = 1.0
+    escaped_classes: tuple[int, ...] = ()
     converged: bool = False
 
     @property
@@ -298,8 +300,15 @@ def iter_refine(
         check_start(start, params, setup.size)
     state = _starting_state(data, params, setup, start, dispatch)
     yield state
-    for iteration in range(state.iteration + 1, params.max_iter + params.istart):
+    last = params.max_iter + params.istart - 1
+    for iteration in range(state.iteration + 1, last + 1):
         state = _iterate(data, params, setup, state, iteration, dispatch, f"iteration {iteration}")
+        if (
+            params.escape > 0
+            and not params.keep_angles
+            and iteration < min(last, params.istart + ESCAPE_CHECKS)
+        ):
+            state = _escape_traps(data, params, setup, state, dispatch)
         yield state
         if state.converged:
             return
@@ -521,9 +530,14 @@ def _random_references(
         "starting references",
     )
     sums, coverage = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    spectra = sums.sum(axis=0)
-    weight = coverage.sum(axis=0)
-    spectra = np.where(weight > params.noimp_threshold, spectra / np.maximum(weight, 1e-300), 0.0)
+    return _weighted_average(sums.sum(axis=0), coverage.sum(axis=0), params, setup)
+
+
+def _weighted_average(
+    sums: NDArray[np.complexfloating], coverage: NDArray[np.floating], params: MLParams, setup: _Setup
+) -> NDArray[np.float64]:
+    """The post-processed volume ``S / W`` of aligned particles, 0 where ``W <= --noimp_threshold``."""
+    spectra = np.where(coverage > params.noimp_threshold, sums / np.maximum(coverage, 1e-300), 0.0)
     return postprocess(spectra, setup.soft_mask)
 
 
@@ -543,22 +557,64 @@ def _average_chunk(
     region_index: NDArray[np.intp],
     setup: _Setup,
     n_classes: int,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Spectra of the sums of the chunk's particles aligned by the given transforms, per half and class.
+) -> tuple[NDArray[np.complex128], NDArray[np.float64]]:
+    """Spectra of the sums of the chunk's particles aligned by the given transforms, per half and class,
+    and the sums of their rotated observed-region masks (see :func:`_spread_particles`)."""
+    targets = halves[indices] * n_classes + classes[indices]
+    sums, coverage = _spread_particles(
+        volumes, indices, targets, 2 * n_classes, matrices, shifts, region_index, setup
+    )
+    shape = (2, n_classes, *setup.masks.shape[1:])
+    return sums.reshape(shape), coverage.reshape(shape)
 
-    Each particle is shifted and spread into the reference frame as in the E-step's backward pass; its
-    observed-region mask is rotated by the same interpolation and added to the coverage.
+
+def _aligned_chunk(
+    volumes: ArrayLike,
+    indices: NDArray[np.intp],
+    matrices: NDArray[np.float64],
+    shifts: NDArray[np.float64],
+    region_index: NDArray[np.intp],
+    setup: _Setup,
+) -> tuple[NDArray[np.complex64], NDArray[np.float32]]:
+    """Each of the chunk's particles aligned by its transform, and its rotated observed-region mask."""
+    rows = np.arange(len(indices))
+    spectra, coverage = _spread_particles(
+        volumes, indices, rows, len(rows), matrices, shifts, region_index, setup
+    )
+    return spectra.astype(np.complex64), coverage.astype(np.float32)
+
+
+def _spread_particles(
+    volumes: ArrayLike,
+    indices: NDArray[np.intp],
+    targets: NDArray[np.intp],
+    n_targets: int,
+    matrices: NDArray[np.float64],
+    shifts: NDArray[np.float64],
+    region_index: NDArray[np.intp],
+    setup: _Setup,
+) -> tuple[NDArray[np.complex128], NDArray[np.float64]]:
+    """Sums, per target, of particles shifted and spread into the reference frame.
+
+    Each particle (row ``r`` of the chunk, data-set index ``indices[r]``, which indexes ``matrices``,
+    ``shifts`` and ``region_index``) is added to ``targets[r]`` as in the E-step's backward pass; its
+    observed-region mask is rotated by the same interpolation and added to that target's coverage.
+
+    Returns
+    -------
+    sums : (n_targets, N, N, N//2+1) ndarray of complex128
+    coverage : (n_targets, N, N, N//2+1) ndarray of float64
     """
     spectra = _observed_particles(volumes, indices, region_index, setup)
     size = setup.size
     masks = oversampled_masks(setup.masks.astype(np.float64))
-    spread = np.zeros((2, n_classes, *oversampled_shape(size)), dtype=np.complex128)
-    coverage = np.zeros((2, n_classes, *setup.masks.shape[1:]))
+    spread = np.zeros((n_targets, *oversampled_shape(size)), dtype=np.complex128)
+    coverage = np.zeros((n_targets, *setup.masks.shape[1:]))
     for row, i in enumerate(indices):
         shifted = spectra[row] * shift_phases(shifts[i], size)
-        fourier_stencil(matrices[i].T, size).spread(shifted, spread[halves[i], classes[i]])
+        fourier_stencil(matrices[i].T, size).spread(shifted, spread[targets[row]])
         stencil = fourier_stencil(matrices[i], size)
-        coverage[halves[i], classes[i]] += rotate_masks(masks[region_index[i]], stencil)
+        coverage[targets[row]] += rotate_masks(masks[region_index[i]], stencil)
     return sfft.rfftn(backproject(spread, size), axes=AXES3), coverage
 
 
@@ -573,6 +629,54 @@ def _regularised(
     pulled, variance_increase = regularise(spectra, fractions, n_images, params.regularisation(iteration))
     size = references.shape[-1]
     return sfft.irfftn(pulled, s=(size,) * 3, axes=AXES3), variance_increase
+
+
+# ----------------------------------------------------------------------------------------------
+# escape from approximate-symmetry traps
+
+#: Iterations (from the first) after which classes are checked for approximate-symmetry traps.
+ESCAPE_CHECKS = 2
+#: Classes with fewer particles than this are not checked.
+ESCAPE_MIN_PARTICLES = 10
+#: At most this many particles of a class (drawn at random) decide whether to re-pose it and make its
+#: new reference; the next E-step re-poses all of them against it.
+ESCAPE_SAMPLE = 200
+
+
+def _escape_traps(
+    data: SubtomogramSet, params: MLParams, setup: _Setup, state: MLState, dispatch: _Dispatch
+) -> MLState:
+    """Re-pose the classes caught between poses related by their near-symmetry (``core.escape``).
+
+    For each class, its particles in their best poses are split by :func:`flip_groups`; if moving one
+    group by the class's near-symmetry explains held-out particles better (:func:`turned_proposal`),
+    the average of the particles so posed becomes the class's reference.
+    """
+    particles = state.stats.particles
+    moves = near_symmetry(state.references, state.grid.matrices, params.ang_deg)
+    poses = state.grid.matrices[particles.orientations]
+    references = np.array(state.references, copy=True)
+    escaped = []
+    for k in range(state.n_classes):
+        rng = _rng(params, state.iteration, 3, k)
+        members = np.flatnonzero(particles.classes == k)
+        if len(members) < ESCAPE_MIN_PARTICLES:
+            continue
+        if len(members) > ESCAPE_SAMPLE:
+            members = np.sort(rng.choice(members, ESCAPE_SAMPLE, replace=False))
+        subset = SubtomogramSet(data.volumes[members], data.regions, data.region_index[members])
+        shared = [poses[members], particles.shifts_px[members], subset.region_index, setup]
+        parts = _map_chunks(_aligned_chunk, subset, params, shared, dispatch, f"trap check, class {k + 1}")
+        spectra = np.concatenate([part[0] for part in parts])
+        coverage = np.concatenate([part[1] for part in parts])
+        proposal = turned_proposal(spectra, coverage, moves[k], params.ang_deg, rng)
+        if proposal is not None:
+            aligned = AlignedClass.turn(spectra, coverage, proposal[1])
+            references[k] = _weighted_average(*aligned.sums(proposal[0]), params, setup)
+            escaped.append(k)
+    if not escaped:
+        return state
+    return replace(state, references=references, escaped_classes=tuple(escaped), converged=False)
 
 
 # ----------------------------------------------------------------------------------------------

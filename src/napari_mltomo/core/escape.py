@@ -1,0 +1,391 @@
+"""Escape from approximate-symmetry traps: re-pose the particles a class's pseudo-symmetry has turned.
+
+A protein that looks almost the same after a rotation ``G`` (a pseudo 2-fold at low resolution, say) can
+be aligned with some of its particles in pose ``B`` and the others in ``G B``. Their average is then nearly
+symmetric, every particle keeps matching the pose it was given, and EM sees a fixed point. Seen in the
+reference frame, a particle of the second group is the first group's ``y`` turned by ``G``; the two groups
+differ in ``y - y o G``, which is ``+d`` for one and ``-d`` for the other.
+
+:func:`flip_groups` proposes which particles to turn, and :func:`cross_validated_fit` decides whether
+turning them explains the class better: each particle is compared with the average of the others (leave
+one out), so a proposal cannot win by fitting its own noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import scipy.fft as sfft
+from numpy.typing import NDArray
+from scipy.spatial.transform import Rotation
+
+from .fourier import AXES3, fourier_rescale, frequency_radius, half_grid_weights, shift_phases
+from .geometry import (
+    fourier_stencil,
+    oversampled_masks,
+    oversampled_spectra,
+    rotate_masks,
+    zero_outside_sphere,
+)
+
+__all__ = [
+    "AlignedClass",
+    "RigidMove",
+    "flip_groups",
+    "held_out_gain",
+    "near_symmetry",
+    "rotation_angle_deg",
+    "turned_proposal",
+]
+
+#: Box at which candidate near-symmetries are scored: the low-resolution shape is what traps.
+SEARCH_SIZE = 16
+#: Best coarse candidates refined at that box before the winner is refined at full size.
+SEARCH_STARTS = 4
+#: Rotations closer than this to the identity are not candidate near-symmetries.
+MIN_SYMMETRY_ANGLE_DEG = 90.0
+#: The band where the groups are told apart, as fractions of the box: from a fifth of it to Nyquist.
+#: Below, near-symmetric proteins are symmetric and the differences are noise (measured on 3 x 20
+#: near-symmetric phantoms at SNR 0.5: splits 50-70% right from shells 1-6 of a 32 box, 80-100% from
+#: shells 6-16).
+SPLIT_BAND = 0.2
+#: Folds of the cross-validation that decides whether to move particles (:func:`held_out_gain`).
+HELD_OUT_FOLDS = 5
+#: Repeats of that cross-validation, with different folds, whose mean decides.
+HELD_OUT_REPEATS = 4
+#: Passes of the leave-one-out reassignment that follows the principal-component split.
+FLIP_ROUNDS = 8
+
+
+def rotation_angle_deg(matrices: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Angle of each ``(..., 3, 3)`` rotation matrix, in degrees."""
+    cosine = (np.trace(matrices, axis1=-2, axis2=-1) - 1.0) / 2.0
+    return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
+
+
+@dataclass(frozen=True)
+class RigidMove:
+    """A rotation about the box centre followed by a translation: ``f -> Rot[M] f`` shifted by ``-t``.
+
+    ``Rot[M] f (r) = f(M^T r)``, so the moved volume is ``g(r) = f(M^T (r + t))``.
+    """
+
+    matrix: NDArray[np.float64]  # (3, 3)
+    shift_px: NDArray[np.float64]  # (3,) x, y, z
+
+    def spectra(self, volumes: NDArray[np.floating]) -> NDArray[np.complex128]:
+        """``rfftn`` spectra of ``(..., N, N, N)`` volumes (zero outside the ball) after the move."""
+        return self.apply(oversampled_spectra(volumes), volumes.shape[-1])
+
+    def apply(self, oversampled: NDArray[np.complexfloating], size: int) -> NDArray[np.complex128]:
+        """:meth:`spectra` from the volumes' :func:`oversampled_spectra` (size ``N``)."""
+        rotated = fourier_stencil(self.matrix, size).apply(oversampled)
+        return rotated * shift_phases(-self.shift_px, size)
+
+    def masks(self, masks: NDArray[np.floating]) -> NDArray[np.float64]:
+        """Observed-region masks ``(..., N, N, N//2+1)`` after the move (the shift leaves them alone)."""
+        size = masks.shape[-2]
+        return rotate_masks(
+            oversampled_masks(np.asarray(masks, dtype=np.float64)), fourier_stencil(self.matrix, size)
+        )
+
+
+def near_symmetry(
+    references: NDArray[np.float64], matrices: NDArray[np.float64], step_deg: float
+) -> list[RigidMove]:
+    """Per reference, the move turning it by at least 90 degrees that best maps it onto itself.
+
+    A reference need not be centred, so every rotation is scored at its best translation. The candidates
+    of ``matrices`` are scored at a box of at most ``SEARCH_SIZE``; the ``SEARCH_STARTS`` best are refined
+    there by local searches down to a quarter of ``step_deg``, and the best of those at full size down to
+    an eighth.
+
+    Parameters
+    ----------
+    references : (K, N, N, N) ndarray
+    matrices : (n, 3, 3) ndarray
+        Candidate rotations (the orientation grid).
+    step_deg : float
+        Angular spacing of ``matrices``.
+
+    Returns
+    -------
+    list of RigidMove
+        One per reference.
+    """
+    candidates = matrices[rotation_angle_deg(matrices) >= MIN_SYMMETRY_ANGLE_DEG]
+    coarse = _Correlation(fourier_rescale(references, min(references.shape[-1], SEARCH_SIZE)))
+    scores = np.array([coarse(matrix)[0] for matrix in candidates])  # (n, K)
+    fine = _Correlation(references)
+    found = []
+    for k in range(len(references)):
+        starts = candidates[np.argsort(scores[:, k])[::-1][:SEARCH_STARTS]]
+        climbed = [_refine_locally(coarse, k, start, step_deg, (1, 2, 4)) for start in starts]
+        best = max(climbed, key=lambda pair: pair[1])[0]
+        found.append(_best_move(fine, k, _refine_locally(fine, k, best, step_deg, (4, 8))[0]))
+    return found
+
+
+class _Correlation:
+    """Normalised cross-correlation of ``K`` fixed volumes with ``K`` moving volumes (by default the
+    fixed ones) rotated by a given matrix, at the best translation."""
+
+    def __init__(self, fixed: NDArray[np.floating], moving: NDArray[np.floating] | None = None) -> None:
+        inside, _ = zero_outside_sphere(np.asarray(fixed, dtype=np.float64))
+        self.size = inside.shape[-1]
+        self.spectra = sfft.rfftn(inside, axes=AXES3)
+        norm = np.sqrt(np.sum(inside**2, axis=AXES3))
+        if moving is not None:
+            inside, _ = zero_outside_sphere(np.asarray(moving, dtype=np.float64))
+        self.moving = oversampled_spectra(inside)
+        self.norm = norm * np.sqrt(np.sum(inside**2, axis=AXES3))
+
+    def __call__(self, matrix: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Scores ``(K,)`` and the shifts ``(K, 3)`` (x, y, z pixels) of the moves that reach them."""
+        rotated = RigidMove(matrix, np.zeros(3)).apply(self.moving, self.size)
+        maps = sfft.irfftn(self.spectra.conj() * rotated, s=(self.size,) * 3, axes=AXES3)
+        peaks, offsets = zip(*(_subvoxel_peak(m) for m in maps), strict=True)
+        return np.array(peaks) / self.norm, np.array(offsets)[:, ::-1]
+
+
+def _subvoxel_peak(cyclic: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
+    """Height and signed ``(z, y, x)`` position of the maximum of a cyclic map, refined by a parabola
+    through the peak and its two neighbours along each axis."""
+    size = cyclic.shape[0]
+    index = np.array(np.unravel_index(cyclic.argmax(), cyclic.shape))
+    height = cyclic[tuple(index)]
+    position = np.where(index > size // 2, index - size, index).astype(np.float64)
+    for axis in range(3):
+        step = np.eye(3, dtype=int)[axis]
+        below, above = cyclic[tuple((index - step) % size)], cyclic[tuple((index + step) % size)]
+        curvature = below - 2 * height + above
+        if curvature < 0:
+            offset = 0.5 * (below - above) / curvature
+            position[axis] += offset
+            height -= 0.25 * (below - above) * offset
+    return float(height), position
+
+
+def _best_move(correlation: _Correlation, k: int, matrix: NDArray[np.float64]) -> RigidMove:
+    """The move of rotation ``matrix`` whose result best matches volume ``k``."""
+    return RigidMove(matrix, correlation(matrix)[1][k])
+
+
+#: Axes of the local moves of :func:`_refine_locally`: turns about x, y and z, either way.
+_NUDGE_DIRECTIONS = np.concatenate([np.eye(3), -np.eye(3)])
+
+
+def _refine_locally(
+    correlation: _Correlation,
+    k: int,
+    matrix: NDArray[np.float64],
+    step_deg: float,
+    levels: tuple[int, ...],
+) -> tuple[NDArray[np.float64], float]:
+    """Hill-climb ``matrix`` over rotations of ``step_deg / level`` for each level in turn."""
+    best = float(correlation(matrix)[0][k])
+    for level in levels:
+        nudges = Rotation.from_rotvec(_NUDGE_DIRECTIONS * np.radians(step_deg / level)).as_matrix()
+        improved = True
+        while improved:
+            improved = False
+            for nudge in nudges:
+                score = float(correlation(nudge @ matrix)[0][k])
+                if score > best:
+                    best, matrix, improved = score, nudge @ matrix, True
+    return matrix, best
+
+
+@dataclass(frozen=True)
+class AlignedClass:
+    """A class's particles in the reference frame, each as posed and as moved by the near-symmetry.
+
+    Attributes
+    ----------
+    spectra, turned : (n, N, N, N//2+1) complex ndarray
+        Each particle's observed spectrum in the reference frame, ``y``, and ``y`` after the move.
+    coverage, turned_coverage : (n, N, N, N//2+1) ndarray
+        The matching observed-region masks (fractional at the edges).
+    band : (N, N, N//2+1) ndarray of bool
+        The components compared: ``SPLIT_BAND`` of the box up to Nyquist.
+    """
+
+    spectra: NDArray[np.complexfloating]
+    turned: NDArray[np.complexfloating]
+    coverage: NDArray[np.floating]
+    turned_coverage: NDArray[np.floating]
+    band: NDArray[np.bool_]
+
+    @classmethod
+    def turn(
+        cls, spectra: NDArray[np.complexfloating], coverage: NDArray[np.floating], move: RigidMove
+    ) -> AlignedClass:
+        """The particles (zeroed outside the ball, as the moved copies are) and their moved copies."""
+        size = spectra.shape[-2]
+        inside = zero_outside_sphere(sfft.irfftn(spectra, s=(size,) * 3, axes=AXES3))[0]
+        radius = frequency_radius(size)
+        band = (radius >= SPLIT_BAND * size) & (radius < size / 2)
+        spectra = sfft.rfftn(inside, axes=AXES3).astype(spectra.dtype)
+        return cls(spectra, move.spectra(inside).astype(spectra.dtype), coverage, move.masks(coverage), band)
+
+    @property
+    def compared(self) -> NDArray[np.bool_]:
+        """``(n, band size)``: the band components each particle observes in both of its poses."""
+        return (self.coverage[:, self.band] > 0.5) & (self.turned_coverage[:, self.band] > 0.5)
+
+    def subset(self, rows: NDArray[np.bool_]) -> AlignedClass:
+        """The given particles only."""
+        return replace(
+            self,
+            spectra=self.spectra[rows],
+            turned=self.turned[rows],
+            coverage=self.coverage[rows],
+            turned_coverage=self.turned_coverage[rows],
+        )
+
+    def sums(self, flipped: NDArray[np.bool_]) -> tuple[NDArray[np.complex128], NDArray[np.float64]]:
+        """Sums of the full spectra and of the coverage, the particles of ``flipped`` moved."""
+        pick = flipped[:, None, None, None]
+        spectra = np.where(pick, self.turned, self.spectra).sum(axis=0, dtype=np.complex128)
+        return spectra, np.where(pick, self.turned_coverage, self.coverage).sum(axis=0, dtype=np.float64)
+
+    def posed(self, flipped: NDArray[np.bool_]) -> tuple[NDArray[np.complex128], NDArray[np.float64]]:
+        """Band components of the particles with those of ``flipped`` moved, and their coverage."""
+        pick = flipped[:, None]
+        spectra = np.where(pick, self.turned[:, self.band], self.spectra[:, self.band])
+        coverage = np.where(pick, self.turned_coverage[:, self.band], self.coverage[:, self.band])
+        return spectra.astype(np.complex128), np.clip(coverage, 0.0, 1.0)
+
+
+def held_out_gain(aligned: AlignedClass, rng: np.random.Generator) -> float:
+    """How much moving some particles helps explain particles that did not choose them.
+
+    The particles are split in ``HELD_OUT_FOLDS`` random folds. Without each fold in turn,
+    :func:`flip_groups` chooses the particles to move, and the average of the others with and without
+    the move is compared with every particle of the fold, each in whichever of its two poses fits it
+    better (so a particle's own freedom to take either pose favours neither average). Nothing tested
+    took part in the choice, so the gain of noise is zero on average. Band components only, weighted as
+    in Parseval's sum.
+
+    Returns
+    -------
+    float
+        The summed squared residual without the move minus that with it, relative to the first:
+        positive if the move makes a sharper, more consistent class average.
+    """
+    n = len(aligned.spectra)
+    folds = rng.permutation(n) % HELD_OUT_FOLDS
+    residual = np.zeros(2)
+    for fold in range(HELD_OUT_FOLDS):
+        tested = folds == fold
+        flipped = np.zeros(n, dtype=bool)
+        flipped[~tested] = flip_groups(aligned.subset(~tested))
+        for column, moved in enumerate((np.zeros(n, dtype=bool), flipped)):
+            spectra, coverage = aligned.posed(moved)
+            sums, weights = spectra[~tested].sum(axis=0), coverage[~tested].sum(axis=0)
+            average = np.where(weights > 0.5, sums / np.maximum(weights, 0.5), 0.0)
+            residual[column] += np.minimum(
+                _residuals(aligned, np.zeros(n, dtype=bool), average)[tested],
+                _residuals(aligned, np.ones(n, dtype=bool), average)[tested],
+            ).sum()
+    return float((residual[0] - residual[1]) / residual[0])
+
+
+def _residuals(
+    aligned: AlignedClass, moved: NDArray[np.bool_], average: NDArray[np.complex128]
+) -> NDArray[np.float64]:
+    """Per particle (moved where ``moved``), its squared residual against a band ``average`` (one, or
+    one per particle), over the band components it observes in both of its poses: the two poses of a
+    particle are compared on the same number of components."""
+    spectra, coverage = aligned.posed(moved)
+    weight = np.broadcast_to(half_grid_weights(aligned.band.shape[0]), aligned.band.shape)[aligned.band]
+    return np.sum(np.abs(spectra - coverage * average) ** 2 * (weight * aligned.compared), axis=1)
+
+
+def _left_out_averages(aligned: AlignedClass, flipped: NDArray[np.bool_]) -> NDArray[np.complex128]:
+    """Per particle, the band average of the others, those of ``flipped`` moved."""
+    spectra, coverage = aligned.posed(flipped)
+    others = coverage.sum(axis=0) - coverage
+    return np.where(others > 0.5, (spectra.sum(axis=0) - spectra) / np.maximum(others, 0.5), 0.0)
+
+
+def flip_groups(aligned: AlignedClass, start: NDArray[np.bool_] | None = None) -> NDArray[np.bool_]:
+    """Propose which particles to turn by the near-symmetry so that the class agrees with itself.
+
+    ``start`` (by default :func:`_principal_split`) is corrected by passes of leave-one-out
+    reassignment: each particle takes the pose that fits the average of the others better. The smaller
+    group is returned: turning the other one instead only turns the whole class.
+    """
+    flipped = _principal_split(aligned) if start is None else start
+    for _ in range(FLIP_ROUNDS):
+        averages = _left_out_averages(aligned, flipped)
+        better_turned = _residuals(aligned, ~flipped, averages) < _residuals(aligned, flipped, averages)
+        if not better_turned.any():
+            break
+        flipped = flipped ^ better_turned
+    return ~flipped if 2 * flipped.sum() > len(flipped) else flipped
+
+
+def refine_symmetry(
+    aligned: AlignedClass, flipped: NDArray[np.bool_], move: RigidMove, step_deg: float
+) -> RigidMove:
+    """``move`` refined locally so that the average of the ``flipped`` particles, moved, best matches
+    the average of the others (the class average's own near-symmetry is blurred by the blend)."""
+    averages = []
+    for group in (~flipped, flipped):
+        sums = aligned.spectra[group].sum(axis=0)
+        weights = aligned.coverage[group].sum(axis=0)
+        spectrum = np.where(weights > 0.5, sums / np.maximum(weights, 0.5), 0.0)
+        averages.append(sfft.irfftn(spectrum, s=(aligned.band.shape[0],) * 3, axes=AXES3))
+    correlation = _Correlation(averages[0][None], averages[1][None])
+    return _best_move(correlation, 0, _refine_locally(correlation, 0, move.matrix, step_deg, (2, 4, 8))[0])
+
+
+def _principal_split(aligned: AlignedClass) -> NDArray[np.bool_]:
+    """The sign of the leading principal component of ``y - y o G`` over the band components that each
+    particle observes in both poses."""
+    seen = (aligned.coverage > 0.5) & (aligned.turned_coverage > 0.5) & aligned.band
+    weight = np.sqrt(half_grid_weights(aligned.band.shape[0]))
+    rows = (np.where(seen, aligned.spectra - aligned.turned, 0.0) * weight).reshape(len(seen), -1)
+    rows = rows - rows.mean(axis=0)
+    gram = (rows @ rows.conj().T).real  # the leading eigenvector of the Gram matrix: the first PC's scores
+    return np.linalg.eigh(gram)[1][:, -1] > 0
+
+
+def turned_proposal(
+    spectra: NDArray[np.complexfloating],
+    coverage: NDArray[np.floating],
+    move: RigidMove,
+    step_deg: float,
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.bool_], RigidMove] | None:
+    """Which of a class's aligned particles to turn, and by what, if that fits the class better.
+
+    Parameters
+    ----------
+    spectra, coverage : (n, N, N, N//2+1) ndarray
+        The particles in the reference frame and their observed-region masks.
+    move : RigidMove
+        The class's near-symmetry (:func:`near_symmetry`).
+    step_deg : float
+        The angular step; the move is refined below it (:func:`refine_symmetry`).
+    rng : numpy.random.Generator
+        Draws the halves of :func:`held_out_gain`.
+
+    Returns
+    -------
+    (flipped, move) or None
+        None unless moving the ``flipped`` particles has a positive :func:`held_out_gain`.
+    """
+    aligned = AlignedClass.turn(spectra, coverage, move)
+    flipped = flip_groups(aligned)
+    if not flipped.any():
+        return None
+    move = refine_symmetry(aligned, flipped, move, step_deg)
+    aligned = AlignedClass.turn(spectra, coverage, move)
+    flipped = flip_groups(aligned, flipped)
+    if not flipped.any():
+        return None
+    gain = np.mean([held_out_gain(aligned, rng) for _ in range(HELD_OUT_REPEATS)])
+    return (flipped, move) if gain > 0 else None

@@ -1,0 +1,157 @@
+"""Escape from approximate-symmetry traps: a class's near-symmetry, the split of its particles, the decision
+to re-pose them and the re-posed reference."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import scipy.fft as sfft
+from scipy.spatial.transform import Rotation
+
+from napari_mltomo.core.escape import (
+    SPLIT_BAND,
+    AlignedClass,
+    RigidMove,
+    flip_groups,
+    near_symmetry,
+    rotation_angle_deg,
+    turned_proposal,
+)
+from napari_mltomo.core.estep import ParticleResults
+from napari_mltomo.core.fourier import frequency_radius, shift_phases
+from napari_mltomo.core.geometry import matrix_to_euler, rotate_volumes
+from napari_mltomo.core.params import MLParams
+from napari_mltomo.core.refine import MLState, SubtomogramSet, _Dispatch, _escape_traps, _make_setup
+from napari_mltomo.core.sampling import OrientationGrid, orientation_grid
+from napari_mltomo.core.synthetic import make_near_symmetric_phantoms
+
+SIZE = 24
+GRID = orientation_grid(20.0, 20.0, 0.0, 180.0, False)
+
+
+def _two_fold(axis: np.ndarray) -> np.ndarray:
+    return Rotation.from_rotvec(np.pi * axis).as_matrix()
+
+
+def _shifted(volume: np.ndarray, shift_px: np.ndarray) -> np.ndarray:
+    """``volume`` translated by ``shift_px`` (x, y, z)."""
+    spectrum = sfft.rfftn(volume) * shift_phases(shift_px, volume.shape[-1])
+    return sfft.irfftn(spectrum, s=volume.shape)
+
+
+def _fine_correlation(first: np.ndarray, second: np.ndarray) -> float:
+    """Correlation over the shells where near-symmetric phantoms are not symmetric and rotations keep."""
+    radius = frequency_radius(first.shape[-1]) / first.shape[-1]
+    band = (radius >= SPLIT_BAND) & (radius < 0.35)
+    a, b = sfft.rfftn(first)[band], sfft.rfftn(second)[band]
+    return float(np.real(np.vdot(a, b)) / np.sqrt(np.vdot(a, a).real * np.vdot(b, b).real))
+
+
+@pytest.mark.parametrize("offset", [(0.0, 0.0, 0.0), (2.0, -1.0, 1.0)])
+def test_near_symmetry_finds_the_two_fold_of_a_phantom_off_the_box_centre(offset: tuple) -> None:
+    """A reference need not be centred: the move found is the phantom's 2-fold about its own centre, so
+    applying it maps the reference onto itself."""
+    phantoms, axes = make_near_symmetric_phantoms(2, SIZE, seed=0)
+    references = np.stack([_shifted(p.astype(np.float64), np.array(offset)) for p in phantoms])
+    moves = near_symmetry(references, GRID.matrices, 20.0)
+    for move, axis, reference in zip(moves, axes, references, strict=True):
+        # Rot[M] f (r) = f(M^T r): M^T, the map of r, is the 2-fold (its own transpose). The fine
+        # features break the symmetry: the best self-match (0.89 for the designed 2-fold) can be a
+        # grid step away from it.
+        assert rotation_angle_deg(move.matrix.T @ _two_fold(axis).T) <= 20.0
+        moved = sfft.irfftn(move.spectra(reference), s=reference.shape)
+        assert np.corrcoef(moved.ravel(), reference.ravel())[0, 1] >= 0.85
+        if any(offset):
+            # the rotation about the box centre moves the phantom's centre: the shift brings it back
+            assert np.linalg.norm(move.shift_px) >= 1.0
+
+
+def _noisy_copies(turned_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noisy copies (SNR 0.5) of a near-symmetric phantom, turned by its pseudo 2-fold where ``turned_mask``;
+    with the phantom and the 2-fold."""
+    phantoms, axes = make_near_symmetric_phantoms(1, SIZE, seed=1)
+    phantom = phantoms[0].astype(np.float64)
+    two_fold = _two_fold(axes[0])
+    turned = rotate_volumes(phantom, two_fold)
+    shape = (len(turned_mask), *phantom.shape)
+    noise = np.random.default_rng(4).normal(0.0, np.sqrt(phantom.var() / 0.5), shape)
+    return np.where(turned_mask[:, None, None, None], turned, phantom) + noise, phantom, two_fold
+
+
+def test_flip_groups_separates_particles_posed_a_two_fold_apart() -> None:
+    truth = np.repeat([False, True], 8)
+    volumes, _, two_fold = _noisy_copies(truth)
+    spectra = sfft.rfftn(volumes, axes=(1, 2, 3))
+    flipped = flip_groups(
+        AlignedClass.turn(spectra, np.ones(spectra.shape), RigidMove(two_fold, np.zeros(3)))
+    )
+    assert flipped.sum() <= 8
+    assert np.array_equal(flipped, truth) or np.array_equal(flipped, ~truth)
+
+
+@pytest.mark.parametrize("trapped", [True, False])
+def test_turned_proposal_accepts_a_trapped_class_and_refuses_an_aligned_one(trapped: bool) -> None:
+    """Particles in one pose, or every other one turned by the 2-fold: re-posing is proposed for the
+    second only, with the right particles. The move given is 10 degrees off; it is refined."""
+    truth = np.tile([False, trapped], 10)
+    volumes, _, two_fold = _noisy_copies(truth)
+    spectra = sfft.rfftn(volumes, axes=(1, 2, 3))
+    off = Rotation.from_rotvec(np.radians(10.0) * np.array([0.6, 0.8, 0.0])).as_matrix() @ two_fold
+    proposal = turned_proposal(
+        spectra, np.ones(spectra.shape), RigidMove(off, np.zeros(3)), 20.0, np.random.default_rng(0)
+    )
+    if not trapped:
+        assert proposal is None
+        return
+    assert proposal is not None
+    flipped, move = proposal
+    assert np.array_equal(flipped, truth) or np.array_equal(flipped, ~truth)
+    assert rotation_angle_deg(move.matrix @ two_fold.T) <= 5.0
+
+
+def _state_with_poses(given: np.ndarray, reference: np.ndarray) -> MLState:
+    """An MLState of one class whose particles have the poses ``given`` (what the escape reads)."""
+    n = len(given)
+    grid = OrientationGrid(
+        np.concatenate([GRID.angles_deg, matrix_to_euler(given)]), np.concatenate([GRID.matrices, given])
+    )
+    particles = ParticleResults(
+        indices=np.arange(n),
+        classes=np.zeros(n, dtype=np.intp),
+        orientations=len(GRID) + np.arange(n),
+        shifts_px=np.zeros((n, 3)),
+        pmax=np.ones(n),
+        log_likelihood=np.zeros(n),
+    )
+    stats = SimpleNamespace(particles=particles)  # all the escape reads of the E-step's statistics
+    return MLState(1, reference[None], np.ones(1), 1.0, 1.0, 1.0, grid=grid, stats=stats)
+
+
+@pytest.mark.parametrize("trapped", [True, False])
+def test_escape_reposes_a_trapped_class_and_leaves_an_aligned_one(trapped: bool) -> None:
+    """Particles in random orientations given the right pose or, for half of them, the pose turned by
+    the 2-fold: the escape replaces their near-symmetric average by one close to the phantom, and
+    leaves a class that is already aligned alone."""
+    phantoms, axes = make_near_symmetric_phantoms(1, SIZE, seed=2)
+    phantom = phantoms[0].astype(np.float64)
+    two_fold = _two_fold(axes[0])
+    poses = Rotation.random(20, random_state=6).as_matrix()
+    volumes = np.stack([rotate_volumes(phantom, pose.T) for pose in poses])  # particle(q) = phantom(B q)
+    volumes += np.random.default_rng(5).normal(0.0, np.sqrt(phantom.var() / 0.5), volumes.shape)
+    given = poses.copy()
+    if trapped:
+        given[1::2] = two_fold @ poses[1::2]
+    average = np.mean([rotate_volumes(v, b) for v, b in zip(volumes, given, strict=True)], axis=0)
+    data = SubtomogramSet(volumes.astype(np.float32))
+    params = MLParams(n_classes=1, ang_deg=20.0, threads=1)
+    escaped = _escape_traps(
+        data, params, _make_setup(data, params), _state_with_poses(given, average), _Dispatch()
+    )
+    assert escaped.escaped_classes == ((0,) if trapped else ())
+    if trapped:
+        both = (phantom, rotate_volumes(phantom, two_fold))
+        before = max(_fine_correlation(average, p) for p in both)
+        after = max(_fine_correlation(escaped.references[0], p) for p in both)
+        assert after > before + 0.05, (before, after)
