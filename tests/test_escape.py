@@ -23,9 +23,17 @@ from napari_mltomo.core.estep import ParticleResults
 from napari_mltomo.core.fourier import frequency_radius, shift_phases
 from napari_mltomo.core.geometry import matrix_to_euler, rotate_volumes
 from napari_mltomo.core.params import MLParams
-from napari_mltomo.core.refine import MLState, SubtomogramSet, _Dispatch, _escape_traps, _make_setup
+from napari_mltomo.core.refine import (
+    MLState,
+    StartModel,
+    SubtomogramSet,
+    _Dispatch,
+    _escape_traps,
+    _make_setup,
+    iter_refine,
+)
 from napari_mltomo.core.sampling import OrientationGrid, orientation_grid
-from napari_mltomo.core.synthetic import make_near_symmetric_phantoms
+from napari_mltomo.core.synthetic import make_dataset, make_near_symmetric_phantoms
 
 SIZE = 24
 GRID = orientation_grid(20.0, 20.0, 0.0, 180.0, False)
@@ -155,3 +163,25 @@ def test_escape_reposes_a_trapped_class_and_leaves_an_aligned_one(trapped: bool)
         before = max(_fine_correlation(average, p) for p in both)
         after = max(_fine_correlation(escaped.references[0], p) for p in both)
         assert after > before + 0.05, (before, after)
+
+
+def test_a_run_restarted_between_checks_continues_as_an_uninterrupted_one() -> None:
+    """The checks after iterations 1 and 2 draw their randomness from the seed and the iteration only, so
+    a run restarted from iteration 1 checks and re-poses exactly as a run that was never stopped."""
+    made = make_dataset(12, 1, 16, snr=1.0, phantoms="near_symmetric", seed=1)
+    data = SubtomogramSet(made.volumes, (made.region,))
+    params = MLParams(n_classes=1, max_iter=3, ang_deg=40.0, escape=2, eps=0.0, seed=1)
+    states = [s for s in iter_refine(data, params) if not s.startup_step]
+    first = states[1]
+    start = StartModel(
+        references=first.references,
+        fractions=first.fractions,
+        sigma_noise=first.sigma_noise,
+        sigma_offset_px=first.sigma_offset_px,
+        iteration=first.iteration,
+    )
+    restarted = list(iter_refine(data, params, start))
+    assert [s.iteration for s in restarted] == [1, 2, 3]
+    for again, once in zip(restarted[1:], states[2:], strict=True):
+        assert again.escaped_classes == once.escaped_classes
+        np.testing.assert_allclose(again.references, once.references, rtol=0, atol=1e-9)

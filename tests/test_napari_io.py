@@ -154,10 +154,10 @@ def test_writer_takes_a_plane_as_one_slice_and_refuses_a_stack(tmp_path: Path) -
 
 def test_sample_data_carries_the_ground_truth() -> None:
     particles, maps = make_sample()
-    assert particles[0].shape == (60, 32, 32, 32) and maps[0].shape == (3, 32, 32, 32)
+    assert particles[0].shape == (72, 24, 24, 24) and maps[0].shape == (3, 24, 24, 24)
     truth = particles[1]["metadata"]["table"]
     assert sorted(set(truth["ref"].tolist())) == [1, 2, 3]
-    assert len(truth["angleRot"]) == 60
+    assert len(truth["angleRot"]) == 72
 
 
 @pytest.mark.gui

@@ -9,7 +9,8 @@ from napari_mltomo.demo import DEMO_DATASET, truth_columns
 
 
 def make_sample() -> list[tuple[Any, dict[str, Any], str]]:
-    """The particles of ``make demo`` (SNR 0.5, a +-60 degree wedge) and the true class maps.
+    """The particles of ``make demo`` (near-symmetric proteins, tilt series with CTF, SNR 0.5) and the true
+    class maps.
 
     The particles' layer metadata holds the truth per particle (``ref`` 1-based, Xmipp angles and
     shifts in pixels: ``particle(q) = map(E (q + s))``).

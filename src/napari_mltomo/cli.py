@@ -240,8 +240,7 @@ class _Progress:
         else:
             fractions = " ".join(f"{value:.3f}" for value in state.fractions)
             converged = "  converged" if state.converged else ""
-            escaped = ", ".join(str(k + 1) for k in state.escaped_classes)
-            escaped = f"  re-posed class {escaped} (trap escape)" if escaped else ""
+            escaped = f"  {state.escape_note}" if state.escape_note else ""
             self.say(
                 f"iteration {state.iteration}/{self.last}  LL {state.log_likelihood:.6g}  "
                 f"pMax {state.mean_pmax:.3f}  sigma {state.sigma_noise:.4g}  "

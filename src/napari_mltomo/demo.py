@@ -28,11 +28,21 @@ from napari_mltomo.io import (
 
 __all__ = ["DEMO_ARGS", "DEMO_DATASET", "print_demo_scores", "truth_columns", "write_demo_data"]
 
-#: The demo's synthetic data set (arguments of ``napari_mltomo.core.synthetic.make_dataset``).
-DEMO_DATASET: dict[str, Any] = dict(n_per_class=20, n_classes=3, size=32, snr=0.25, tilt_deg=60.0, seed=0)
-#: The demo's refinement options (added to ``-i``, ``--missing`` and ``--oroot``).
+#: The demo's synthetic data set (arguments of ``napari_mltomo.core.synthetic.make_dataset``): proteins that
+#: are nearly 2-fold symmetric at low resolution, made as real subtomograms are (a tilt series with CTF and
+#: noise per tilt, weighted back-projection), at an SNR of 0.5.
+DEMO_DATASET: dict[str, Any] = dict(
+    n_per_class=24,
+    n_classes=3,
+    size=24,
+    snr=0.5,
+    phantoms="near_symmetric",
+    reconstruction="tilt_series",
+    seed=0,
+)
+#: The demo's refinement options (added to ``-i``, ``--missing`` and ``--oroot``): the defaults otherwise.
 DEMO_ARGS: list[str] = [
-    "--nref", "3", "--ang", "20", "--dim", "16", "--iter", "8", "--thr", "2", "--seed", "1",
+    "--nref", "3", "--ang", "20", "--iter", "6", "--thr", "2", "--seed", "1",
 ]  # fmt: skip
 
 

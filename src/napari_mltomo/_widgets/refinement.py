@@ -358,8 +358,9 @@ class RefinementWidget(QWidget):
             return
         self.history.append(state)
         self._bars["iterations"].update(1)
+        escaped = f"; {state.escape_note}" if state.escape_note else ""
         self.status.setText(
-            f"iteration {state.iteration}: LL {state.log_likelihood:.6g}, pMax {state.mean_pmax:.3f}"
+            f"iteration {state.iteration}: LL {state.log_likelihood:.6g}, pMax {state.mean_pmax:.3f}{escaped}"
         )
         self._paced.add(functools.partial(self._plot_history, inputs))
 

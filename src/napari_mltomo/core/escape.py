@@ -1,14 +1,14 @@
-"""Escape from approximate-symmetry traps: re-pose the particles a class's pseudo-symmetry has turned.
+"""Escape from approximate-symmetry traps: re-pose the particles a class's near-symmetry has turned.
 
-A protein that looks almost the same after a rotation ``G`` (a pseudo 2-fold at low resolution, say) can
-be aligned with some of its particles in pose ``B`` and the others in ``G B``. Their average is then nearly
-symmetric, every particle keeps matching the pose it was given, and EM sees a fixed point. Seen in the
-reference frame, a particle of the second group is the first group's ``y`` turned by ``G``; the two groups
-differ in ``y - y o G``, which is ``+d`` for one and ``-d`` for the other.
+A protein that looks almost the same after a rigid move (a pseudo 2-fold at low resolution, say) can be
+aligned with some of its particles in pose ``B`` and the others in ``B`` composed with that move. Their
+average is then nearly symmetric, every particle keeps matching the pose it was given, and EM sees a fixed
+point. Seen in the reference frame, a particle ``y`` of the second group, moved, looks like the first group;
+the two groups differ in ``y - move(y)``, which is ``+d`` for one and ``-d`` for the other.
 
-:func:`flip_groups` proposes which particles to turn, and :func:`cross_validated_fit` decides whether
-turning them explains the class better: each particle is compared with the average of the others (leave
-one out), so a proposal cannot win by fitting its own noise.
+:func:`near_symmetry` finds the move of each class, :func:`flip_groups` proposes which particles to move,
+and :func:`held_out_gain` decides whether moving them explains particles held out of that choice better
+(:func:`turned_proposal` does all three for one class).
 """
 
 from __future__ import annotations
@@ -263,20 +263,19 @@ def held_out_gain(aligned: AlignedClass, rng: np.random.Generator) -> float:
 
     The particles are split in ``HELD_OUT_FOLDS`` random folds. Without each fold in turn,
     :func:`flip_groups` chooses the particles to move, and the average of the others with and without
-    the move is compared with every particle of the fold, each in whichever of its two poses fits it
-    better (so a particle's own freedom to take either pose favours neither average). Nothing tested
-    took part in the choice, so the gain of noise is zero on average. Band components only, weighted as
-    in Parseval's sum.
+    the move is compared with every particle of the fold, each in whichever of its two poses it fits
+    better (so a particle's own freedom to take either pose favours neither average; :func:`_fits`).
+    Nothing tested took part in the choice, so the gain of noise is zero on average.
 
     Returns
     -------
     float
-        The summed squared residual without the move minus that with it, relative to the first:
-        positive if the move makes a sharper, more consistent class average.
+        The summed fit with the move minus that without it, relative to the power of the particles
+        tested: positive if the move makes a sharper, more consistent class average.
     """
     n = len(aligned.spectra)
     folds = rng.permutation(n) % HELD_OUT_FOLDS
-    residual = np.zeros(2)
+    fit = np.zeros(2)
     for fold in range(HELD_OUT_FOLDS):
         tested = folds == fold
         flipped = np.zeros(n, dtype=bool)
@@ -285,22 +284,34 @@ def held_out_gain(aligned: AlignedClass, rng: np.random.Generator) -> float:
             spectra, coverage = aligned.posed(moved)
             sums, weights = spectra[~tested].sum(axis=0), coverage[~tested].sum(axis=0)
             average = np.where(weights > 0.5, sums / np.maximum(weights, 0.5), 0.0)
-            residual[column] += np.minimum(
-                _residuals(aligned, np.zeros(n, dtype=bool), average)[tested],
-                _residuals(aligned, np.ones(n, dtype=bool), average)[tested],
+            fit[column] += np.maximum(
+                _fits(aligned, np.zeros(n, dtype=bool), average)[tested],
+                _fits(aligned, np.ones(n, dtype=bool), average)[tested],
             ).sum()
-    return float((residual[0] - residual[1]) / residual[0])
+    power = np.sum(np.abs(aligned.posed(np.zeros(n, dtype=bool))[0]) ** 2 * _compared_weights(aligned))
+    return float((fit[1] - fit[0]) / power)
 
 
-def _residuals(
+def _fits(
     aligned: AlignedClass, moved: NDArray[np.bool_], average: NDArray[np.complex128]
 ) -> NDArray[np.float64]:
-    """Per particle (moved where ``moved``), its squared residual against a band ``average`` (one, or
-    one per particle), over the band components it observes in both of its poses: the two poses of a
-    particle are compared on the same number of components."""
+    """Per particle ``y`` (moved where ``moved``), how much a band ``average`` ``a`` (one, or one per
+    particle) explains of it: ``2 Re<y, c a> - |c a|**2``, with ``c`` its coverage.
+
+    That is its squared residual without ``a`` minus that with ``a``; ``|y|**2`` itself, which differs
+    between a particle's two poses only by noise, does not enter.
+    """
     spectra, coverage = aligned.posed(moved)
+    model = coverage * average
+    fit = 2.0 * (spectra.conj() * model).real - np.abs(model) ** 2
+    return np.sum(fit * _compared_weights(aligned), axis=1)
+
+
+def _compared_weights(aligned: AlignedClass) -> NDArray[np.float64]:
+    """``(n, band size)``: Parseval's weights on the band components each particle observes in both
+    poses, 0 elsewhere (a particle's two poses are compared on the same components)."""
     weight = np.broadcast_to(half_grid_weights(aligned.band.shape[0]), aligned.band.shape)[aligned.band]
-    return np.sum(np.abs(spectra - coverage * average) ** 2 * (weight * aligned.compared), axis=1)
+    return weight * aligned.compared
 
 
 def _left_out_averages(aligned: AlignedClass, flipped: NDArray[np.bool_]) -> NDArray[np.complex128]:
@@ -320,7 +331,7 @@ def flip_groups(aligned: AlignedClass, start: NDArray[np.bool_] | None = None) -
     flipped = _principal_split(aligned) if start is None else start
     for _ in range(FLIP_ROUNDS):
         averages = _left_out_averages(aligned, flipped)
-        better_turned = _residuals(aligned, ~flipped, averages) < _residuals(aligned, flipped, averages)
+        better_turned = _fits(aligned, ~flipped, averages) > _fits(aligned, flipped, averages)
         if not better_turned.any():
             break
         flipped = flipped ^ better_turned

@@ -139,7 +139,8 @@ class MLState:
 
     Internal sizes: references are ``(K, N, N, N)`` at the internal box size ``N``; ``scale = N / N0``.
     States of the low-resolution start have ``startup_step`` 1, 2, ... and the ``temperature`` of
-    their posteriors; they are progress reports, not iterations of the run.
+    their posteriors; they are progress reports, not iterations of the run. ``escaped_classes`` are the
+    classes whose references the trap escape replaced after this iteration's M-step.
     """
 
     iteration: int
@@ -180,6 +181,13 @@ class MLState:
         if self.stats is None:
             return float("nan")
         return self.stats.pmax_sum / self.stats.n_particles
+
+    @property
+    def escape_note(self) -> str:
+        """``re-posed class 1, 3 (trap escape)`` when the trap escape re-posed classes, else ``""``."""
+        if not self.escaped_classes:
+            return ""
+        return f"re-posed class {', '.join(str(k + 1) for k in self.escaped_classes)} (trap escape)"
 
     def coverage(self) -> NDArray[np.float64] | None:
         """Per class, the observed-region coverage normalised by the class weight, ``(K, N, N, N//2+1)``."""
@@ -560,51 +568,34 @@ def _average_chunk(
 ) -> tuple[NDArray[np.complex128], NDArray[np.float64]]:
     """Spectra of the sums of the chunk's particles aligned by the given transforms, per half and class,
     and the sums of their rotated observed-region masks (see :func:`_spread_particles`)."""
-    targets = halves[indices] * n_classes + classes[indices]
-    sums, coverage = _spread_particles(
-        volumes, indices, targets, 2 * n_classes, matrices, shifts, region_index, setup
-    )
+    targets = (halves[indices] * n_classes + classes[indices], 2 * n_classes)
+    sums, coverage = _spread_particles(volumes, indices, matrices, shifts, region_index, setup, targets)
     shape = (2, n_classes, *setup.masks.shape[1:])
     return sums.reshape(shape), coverage.reshape(shape)
-
-
-def _aligned_chunk(
-    volumes: ArrayLike,
-    indices: NDArray[np.intp],
-    matrices: NDArray[np.float64],
-    shifts: NDArray[np.float64],
-    region_index: NDArray[np.intp],
-    setup: _Setup,
-) -> tuple[NDArray[np.complex64], NDArray[np.float32]]:
-    """Each of the chunk's particles aligned by its transform, and its rotated observed-region mask."""
-    rows = np.arange(len(indices))
-    spectra, coverage = _spread_particles(
-        volumes, indices, rows, len(rows), matrices, shifts, region_index, setup
-    )
-    return spectra.astype(np.complex64), coverage.astype(np.float32)
 
 
 def _spread_particles(
     volumes: ArrayLike,
     indices: NDArray[np.intp],
-    targets: NDArray[np.intp],
-    n_targets: int,
     matrices: NDArray[np.float64],
     shifts: NDArray[np.float64],
     region_index: NDArray[np.intp],
     setup: _Setup,
+    targets: tuple[NDArray[np.intp], int] | None = None,
 ) -> tuple[NDArray[np.complex128], NDArray[np.float64]]:
-    """Sums, per target, of particles shifted and spread into the reference frame.
+    """Particles shifted and spread into the reference frame, and their rotated observed-region masks.
 
     Each particle (row ``r`` of the chunk, data-set index ``indices[r]``, which indexes ``matrices``,
-    ``shifts`` and ``region_index``) is added to ``targets[r]`` as in the E-step's backward pass; its
-    observed-region mask is rotated by the same interpolation and added to that target's coverage.
+    ``shifts`` and ``region_index``) is brought back as in the E-step's backward pass; its mask is
+    rotated by the same interpolation. With ``targets = (target of each row, number of targets)`` they
+    are summed per target; by default each row is its own.
 
     Returns
     -------
     sums : (n_targets, N, N, N//2+1) ndarray of complex128
     coverage : (n_targets, N, N, N//2+1) ndarray of float64
     """
+    row_targets, n_targets = targets or (np.arange(len(indices)), len(indices))
     spectra = _observed_particles(volumes, indices, region_index, setup)
     size = setup.size
     masks = oversampled_masks(setup.masks.astype(np.float64))
@@ -612,9 +603,9 @@ def _spread_particles(
     coverage = np.zeros((n_targets, *setup.masks.shape[1:]))
     for row, i in enumerate(indices):
         shifted = spectra[row] * shift_phases(shifts[i], size)
-        fourier_stencil(matrices[i].T, size).spread(shifted, spread[targets[row]])
+        fourier_stencil(matrices[i].T, size).spread(shifted, spread[row_targets[row]])
         stencil = fourier_stencil(matrices[i], size)
-        coverage[targets[row]] += rotate_masks(masks[region_index[i]], stencil)
+        coverage[row_targets[row]] += rotate_masks(masks[region_index[i]], stencil)
     return sfft.rfftn(backproject(spread, size), axes=AXES3), coverage
 
 
@@ -666,9 +657,9 @@ def _escape_traps(
             members = np.sort(rng.choice(members, ESCAPE_SAMPLE, replace=False))
         subset = SubtomogramSet(data.volumes[members], data.regions, data.region_index[members])
         shared = [poses[members], particles.shifts_px[members], subset.region_index, setup]
-        parts = _map_chunks(_aligned_chunk, subset, params, shared, dispatch, f"trap check, class {k + 1}")
-        spectra = np.concatenate([part[0] for part in parts])
-        coverage = np.concatenate([part[1] for part in parts])
+        parts = _map_chunks(_spread_particles, subset, params, shared, dispatch, f"trap check, class {k + 1}")
+        spectra = np.concatenate([part[0].astype(np.complex64) for part in parts])
+        coverage = np.concatenate([part[1].astype(np.float32) for part in parts])
         proposal = turned_proposal(spectra, coverage, moves[k], params.ang_deg, rng)
         if proposal is not None:
             aligned = AlignedClass.turn(spectra, coverage, proposal[1])
