@@ -114,9 +114,9 @@ def test_turned_proposal_accepts_a_trapped_class_and_refuses_an_aligned_one(trap
         assert proposal is None
         return
     assert proposal is not None
-    flipped, move = proposal
+    flipped, aligned = proposal
     assert np.array_equal(flipped, truth) or np.array_equal(flipped, ~truth)
-    assert rotation_angle_deg(move.matrix @ two_fold.T) <= 5.0
+    assert rotation_angle_deg(aligned.move.matrix @ two_fold.T) <= 5.0
 
 
 def _state_with_poses(given: np.ndarray, reference: np.ndarray) -> MLState:

@@ -209,6 +209,8 @@ class AlignedClass:
         The matching observed-region masks (fractional at the edges).
     band : (N, N, N//2+1) ndarray of bool
         The components compared: ``SPLIT_BAND`` of the box up to Nyquist.
+    move : RigidMove
+        The move that made ``turned``.
     """
 
     spectra: NDArray[np.complexfloating]
@@ -216,6 +218,7 @@ class AlignedClass:
     coverage: NDArray[np.floating]
     turned_coverage: NDArray[np.floating]
     band: NDArray[np.bool_]
+    move: RigidMove
 
     @classmethod
     def turn(
@@ -227,7 +230,8 @@ class AlignedClass:
         radius = frequency_radius(size)
         band = (radius >= SPLIT_BAND * size) & (radius < size / 2)
         spectra = sfft.rfftn(inside, axes=AXES3).astype(spectra.dtype)
-        return cls(spectra, move.spectra(inside).astype(spectra.dtype), coverage, move.masks(coverage), band)
+        turned = move.spectra(inside).astype(spectra.dtype)
+        return cls(spectra, turned, coverage, move.masks(coverage), band, move)
 
     @property
     def compared(self) -> NDArray[np.bool_]:
@@ -282,8 +286,7 @@ def held_out_gain(aligned: AlignedClass, rng: np.random.Generator) -> float:
         flipped[~tested] = flip_groups(aligned.subset(~tested))
         for column, moved in enumerate((np.zeros(n, dtype=bool), flipped)):
             spectra, coverage = aligned.posed(moved)
-            sums, weights = spectra[~tested].sum(axis=0), coverage[~tested].sum(axis=0)
-            average = np.where(weights > 0.5, sums / np.maximum(weights, 0.5), 0.0)
+            average = _average(spectra[~tested].sum(axis=0), coverage[~tested].sum(axis=0))
             fit[column] += np.maximum(
                 _fits(aligned, np.zeros(n, dtype=bool), average)[tested],
                 _fits(aligned, np.ones(n, dtype=bool), average)[tested],
@@ -314,11 +317,15 @@ def _compared_weights(aligned: AlignedClass) -> NDArray[np.float64]:
     return weight * aligned.compared
 
 
+def _average(sums: NDArray[np.complexfloating], weights: NDArray[np.floating]) -> NDArray[np.complex128]:
+    """``sums / weights`` where at least half a particle observed the component, else 0."""
+    return np.where(weights > 0.5, sums / np.maximum(weights, 0.5), 0.0)
+
+
 def _left_out_averages(aligned: AlignedClass, flipped: NDArray[np.bool_]) -> NDArray[np.complex128]:
     """Per particle, the band average of the others, those of ``flipped`` moved."""
     spectra, coverage = aligned.posed(flipped)
-    others = coverage.sum(axis=0) - coverage
-    return np.where(others > 0.5, (spectra.sum(axis=0) - spectra) / np.maximum(others, 0.5), 0.0)
+    return _average(spectra.sum(axis=0) - spectra, coverage.sum(axis=0) - coverage)
 
 
 def flip_groups(aligned: AlignedClass, start: NDArray[np.bool_] | None = None) -> NDArray[np.bool_]:
@@ -338,27 +345,24 @@ def flip_groups(aligned: AlignedClass, start: NDArray[np.bool_] | None = None) -
     return ~flipped if 2 * flipped.sum() > len(flipped) else flipped
 
 
-def refine_symmetry(
-    aligned: AlignedClass, flipped: NDArray[np.bool_], move: RigidMove, step_deg: float
-) -> RigidMove:
-    """``move`` refined locally so that the average of the ``flipped`` particles, moved, best matches
+def refine_symmetry(aligned: AlignedClass, flipped: NDArray[np.bool_], step_deg: float) -> RigidMove:
+    """``aligned.move`` refined locally so that the average of the ``flipped`` particles, moved, best matches
     the average of the others (the class average's own near-symmetry is blurred by the blend)."""
     averages = []
     for group in (~flipped, flipped):
-        sums = aligned.spectra[group].sum(axis=0)
-        weights = aligned.coverage[group].sum(axis=0)
-        spectrum = np.where(weights > 0.5, sums / np.maximum(weights, 0.5), 0.0)
+        spectrum = _average(aligned.spectra[group].sum(axis=0), aligned.coverage[group].sum(axis=0))
         averages.append(sfft.irfftn(spectrum, s=(aligned.band.shape[0],) * 3, axes=AXES3))
     correlation = _Correlation(averages[0][None], averages[1][None])
-    return _best_move(correlation, 0, _refine_locally(correlation, 0, move.matrix, step_deg, (2, 4, 8))[0])
+    matrix = _refine_locally(correlation, 0, aligned.move.matrix, step_deg, (2, 4, 8))[0]
+    return _best_move(correlation, 0, matrix)
 
 
 def _principal_split(aligned: AlignedClass) -> NDArray[np.bool_]:
-    """The sign of the leading principal component of ``y - y o G`` over the band components that each
+    """The sign of the leading principal component of ``y - move(y)`` over the band components that each
     particle observes in both poses."""
-    seen = (aligned.coverage > 0.5) & (aligned.turned_coverage > 0.5) & aligned.band
-    weight = np.sqrt(half_grid_weights(aligned.band.shape[0]))
-    rows = (np.where(seen, aligned.spectra - aligned.turned, 0.0) * weight).reshape(len(seen), -1)
+    n = len(aligned.spectra)
+    difference = aligned.posed(np.zeros(n, dtype=bool))[0] - aligned.posed(np.ones(n, dtype=bool))[0]
+    rows = difference * np.sqrt(_compared_weights(aligned))
     rows = rows - rows.mean(axis=0)
     gram = (rows @ rows.conj().T).real  # the leading eigenvector of the Gram matrix: the first PC's scores
     return np.linalg.eigh(gram)[1][:, -1] > 0
@@ -370,7 +374,7 @@ def turned_proposal(
     move: RigidMove,
     step_deg: float,
     rng: np.random.Generator,
-) -> tuple[NDArray[np.bool_], RigidMove] | None:
+) -> tuple[NDArray[np.bool_], AlignedClass] | None:
     """Which of a class's aligned particles to turn, and by what, if that fits the class better.
 
     Parameters
@@ -382,21 +386,21 @@ def turned_proposal(
     step_deg : float
         The angular step; the move is refined below it (:func:`refine_symmetry`).
     rng : numpy.random.Generator
-        Draws the halves of :func:`held_out_gain`.
+        Draws the folds of :func:`held_out_gain`.
 
     Returns
     -------
-    (flipped, move) or None
-        None unless moving the ``flipped`` particles has a positive :func:`held_out_gain`.
+    (flipped, aligned) or None
+        None unless moving the ``flipped`` particles has a positive :func:`held_out_gain`; ``aligned``
+        holds the particles moved by the refined move (``aligned.move``).
     """
     aligned = AlignedClass.turn(spectra, coverage, move)
     flipped = flip_groups(aligned)
     if not flipped.any():
         return None
-    move = refine_symmetry(aligned, flipped, move, step_deg)
-    aligned = AlignedClass.turn(spectra, coverage, move)
+    aligned = AlignedClass.turn(spectra, coverage, refine_symmetry(aligned, flipped, step_deg))
     flipped = flip_groups(aligned, flipped)
     if not flipped.any():
         return None
     gain = np.mean([held_out_gain(aligned, rng) for _ in range(HELD_OUT_REPEATS)])
-    return (flipped, move) if gain > 0 else None
+    return (flipped, aligned) if gain > 0 else None

@@ -20,7 +20,7 @@ import scipy.fft as sfft
 from dask.callbacks import Callback
 from numpy.typing import ArrayLike, NDArray
 
-from .escape import AlignedClass, near_symmetry, turned_proposal
+from .escape import near_symmetry, turned_proposal
 from .estep import (
     EStepModel,
     ParticleChunk,
@@ -662,8 +662,8 @@ def _escape_traps(
         coverage = np.concatenate([part[1].astype(np.float32) for part in parts])
         proposal = turned_proposal(spectra, coverage, moves[k], params.ang_deg, rng)
         if proposal is not None:
-            aligned = AlignedClass.turn(spectra, coverage, proposal[1])
-            references[k] = _weighted_average(*aligned.sums(proposal[0]), params, setup)
+            flipped, aligned = proposal
+            references[k] = _weighted_average(*aligned.sums(flipped), params, setup)
             escaped.append(k)
     if not escaped:
         return state
