@@ -22,6 +22,7 @@ from napari_mltomo.core.escape import (
 from napari_mltomo.core.estep import ParticleResults
 from napari_mltomo.core.fourier import frequency_radius, shift_phases
 from napari_mltomo.core.geometry import matrix_to_euler, rotate_volumes
+from napari_mltomo.core.missing import MissingRegion, region_masks
 from napari_mltomo.core.params import MLParams
 from napari_mltomo.core.refine import (
     MLState,
@@ -32,6 +33,7 @@ from napari_mltomo.core.refine import (
     _make_setup,
     iter_refine,
 )
+from napari_mltomo.core.regroup import ClassSample, merge_loss, split_gain, split_groups
 from napari_mltomo.core.sampling import OrientationGrid, orientation_grid
 from napari_mltomo.core.synthetic import make_dataset, make_near_symmetric_phantoms
 
@@ -119,22 +121,27 @@ def test_turned_proposal_accepts_a_trapped_class_and_refuses_an_aligned_one(trap
     assert rotation_angle_deg(aligned.move.matrix @ two_fold.T) <= 5.0
 
 
-def _state_with_poses(given: np.ndarray, reference: np.ndarray) -> MLState:
-    """An MLState of one class whose particles have the poses ``given`` (what the escape reads)."""
+def _state_with_poses(
+    given: np.ndarray, references: np.ndarray, classes: np.ndarray | None = None
+) -> MLState:
+    """An MLState whose particles have the poses ``given`` and the ``classes`` (by default all 0), with
+    ``references`` (what the escape reads)."""
     n = len(given)
+    classes = np.zeros(n, dtype=np.intp) if classes is None else classes
     grid = OrientationGrid(
         np.concatenate([GRID.angles_deg, matrix_to_euler(given)]), np.concatenate([GRID.matrices, given])
     )
     particles = ParticleResults(
         indices=np.arange(n),
-        classes=np.zeros(n, dtype=np.intp),
+        classes=classes,
         orientations=len(GRID) + np.arange(n),
         shifts_px=np.zeros((n, 3)),
         pmax=np.ones(n),
         log_likelihood=np.zeros(n),
     )
     stats = SimpleNamespace(particles=particles)  # all the escape reads of the E-step's statistics
-    return MLState(1, reference[None], np.ones(1), 1.0, 1.0, 1.0, grid=grid, stats=stats)
+    fractions = np.full(len(references), 1.0 / len(references))
+    return MLState(1, references, fractions, 1.0, 1.0, 1.0, grid=grid, stats=stats)
 
 
 @pytest.mark.parametrize("trapped", [True, False])
@@ -155,7 +162,7 @@ def test_escape_reposes_a_trapped_class_and_leaves_an_aligned_one(trapped: bool)
     data = SubtomogramSet(volumes.astype(np.float32))
     params = MLParams(n_classes=1, ang_deg=20.0, threads=1)
     escaped = _escape_traps(
-        data, params, _make_setup(data, params), _state_with_poses(given, average), _Dispatch()
+        data, params, _make_setup(data, params), _state_with_poses(given, average[None]), _Dispatch()
     )
     assert escaped.escaped_classes == ((0,) if trapped else ())
     if trapped:
@@ -185,3 +192,79 @@ def test_a_run_restarted_between_checks_continues_as_an_uninterrupted_one() -> N
     for again, once in zip(restarted[1:], states[2:], strict=True):
         assert again.escaped_classes == once.escaped_classes
         np.testing.assert_allclose(again.references, once.references, rtol=0, atol=1e-9)
+
+
+def _copies_in_frame(phantom: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` noisy copies (SNR 0.5) of ``phantom`` as spectra, seen through a +-60 degree wedge."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, np.sqrt(phantom.var() / 0.5), (n, *phantom.shape))
+    wedge = region_masks(
+        (MissingRegion(kind="wedge_y", theta_y0_deg=-60.0, theta_yf_deg=60.0),),
+        SIZE,
+        np.ones((SIZE, SIZE, SIZE // 2 + 1), bool),
+    )[0, 0]
+    return sfft.rfftn(phantom + noise, axes=(1, 2, 3)) * wedge, np.broadcast_to(wedge, (n, *wedge.shape))
+
+
+def _sample(*phantoms_and_counts: tuple[np.ndarray, int], seed: int = 0) -> tuple[ClassSample, np.ndarray]:
+    """A class sample of noisy copies of the phantoms, and which phantom each copy is."""
+    parts = [_copies_in_frame(p, n, seed + i) for i, (p, n) in enumerate(phantoms_and_counts)]
+    spectra = np.concatenate([part[0] for part in parts])
+    coverage = np.concatenate([part[1] for part in parts])
+    truth = np.repeat(np.arange(len(parts)), [n for _, n in phantoms_and_counts])
+    return ClassSample.of(spectra, coverage, len(spectra)), truth
+
+
+NEAR_SYMMETRIC = make_near_symmetric_phantoms(3, SIZE, seed=3)[0].astype(np.float64)
+
+
+def test_split_groups_sorts_the_two_proteins_of_a_class() -> None:
+    sample, truth = _sample((NEAR_SYMMETRIC[0], 12), (NEAR_SYMMETRIC[1], 12))
+    groups = split_groups(sample)
+    assert np.array_equal(groups, truth == 1) or np.array_equal(groups, truth == 0)
+
+
+@pytest.mark.parametrize("proteins", [1, 2])
+def test_split_gain_is_positive_for_two_proteins_only(proteins: int) -> None:
+    """Held-out particles: two averages beat one only if the class holds two proteins."""
+    sample, _ = _sample((NEAR_SYMMETRIC[0], 12), (NEAR_SYMMETRIC[proteins - 1], 12))
+    gain = split_gain(sample, np.random.default_rng(0))
+    assert (gain > 0) == (proteins == 2), gain
+
+
+@pytest.mark.parametrize("proteins", [1, 2])
+def test_merge_loss_is_positive_for_two_proteins_only(proteins: int) -> None:
+    first, _ = _sample((NEAR_SYMMETRIC[0], 12))
+    second, _ = _sample((NEAR_SYMMETRIC[proteins - 1], 12), seed=5)
+    loss = merge_loss(first, second, np.random.default_rng(0))
+    assert (loss > 0) == (proteins == 2), loss
+
+
+@pytest.mark.parametrize("sorted_classes", [False, True])
+def test_escape_splits_a_class_of_two_proteins_when_two_classes_share_one(sorted_classes: bool) -> None:
+    """Proteins A and B in class 3 and C in classes 1 and 2 (the start-up's failure): class 3 is split into
+    A and B, one of classes 1 and 2 taking the second of them; classes that are already sorted are left."""
+    poses = Rotation.random(44, random_state=7).as_matrix()
+    proteins = np.repeat([0, 1, 2], [12, 12, 20])
+    volumes = np.stack(
+        [rotate_volumes(NEAR_SYMMETRIC[p], pose.T) for p, pose in zip(proteins, poses, strict=True)]
+    )
+    volumes += np.random.default_rng(8).normal(0.0, np.sqrt(NEAR_SYMMETRIC.var() / 0.5), volumes.shape)
+    classes = proteins.copy() if sorted_classes else np.repeat([2, 2, 0, 1], [12, 12, 10, 10])
+    aligned = np.stack([rotate_volumes(v, b) for v, b in zip(volumes, poses, strict=True)])
+    references = np.stack([aligned[classes == k].mean(axis=0) for k in range(3)])
+    data = SubtomogramSet(volumes.astype(np.float32))
+    params = MLParams(n_classes=3, ang_deg=20.0, threads=1)
+    state = _state_with_poses(poses, references, classes)
+    after = _escape_traps(data, params, _make_setup(data, params), state, _Dispatch())
+    if sorted_classes:
+        assert after.regrouped is None
+        return
+    assert after.regrouped is not None
+    split, spare, kept = after.regrouped
+    assert split == 2 and {spare, kept} == {0, 1}
+    mixed = max(_fine_correlation(references[2], NEAR_SYMMETRIC[p]) for p in (0, 1))
+    for p in (0, 1):
+        best = max(_fine_correlation(after.references[k], NEAR_SYMMETRIC[p]) for k in (split, spare))
+        assert best > mixed + 0.05, (p, best, mixed)
+    assert "split class 3 into 3 and" in after.escape_note

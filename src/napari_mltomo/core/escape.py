@@ -116,10 +116,27 @@ def near_symmetry(
     """
     candidates = matrices[rotation_angle_deg(matrices) >= MIN_SYMMETRY_ANGLE_DEG]
     coarse = _Correlation(fourier_rescale(references, min(references.shape[-1], SEARCH_SIZE)))
+    return _search_moves(coarse, _Correlation(references), candidates, step_deg)
+
+
+def superposition(
+    fixed: NDArray[np.float64], moving: NDArray[np.float64], matrices: NDArray[np.float64], step_deg: float
+) -> RigidMove:
+    """The move that best maps volume ``moving`` onto volume ``fixed`` (both ``(N, N, N)``), searched as
+    :func:`near_symmetry` searches, over all the rotations of ``matrices``."""
+    size = min(fixed.shape[-1], SEARCH_SIZE)
+    coarse = _Correlation(fourier_rescale(fixed[None], size), fourier_rescale(moving[None], size))
+    return _search_moves(coarse, _Correlation(fixed[None], moving[None]), matrices, step_deg)[0]
+
+
+def _search_moves(
+    coarse: _Correlation, fine: _Correlation, candidates: NDArray[np.float64], step_deg: float
+) -> list[RigidMove]:
+    """Per volume pair of the correlations, the best move: every candidate scored by ``coarse``, the
+    ``SEARCH_STARTS`` best hill-climbed there, the winner refined by ``fine``."""
     scores = np.array([coarse(matrix)[0] for matrix in candidates])  # (n, K)
-    fine = _Correlation(references)
     found = []
-    for k in range(len(references)):
+    for k in range(scores.shape[1]):
         starts = candidates[np.argsort(scores[:, k])[::-1][:SEARCH_STARTS]]
         climbed = [_refine_locally(coarse, k, start, step_deg, (1, 2, 4)) for start in starts]
         best = max(climbed, key=lambda pair: pair[1])[0]
@@ -227,11 +244,9 @@ class AlignedClass:
         """The particles (zeroed outside the ball, as the moved copies are) and their moved copies."""
         size = spectra.shape[-2]
         inside = zero_outside_sphere(sfft.irfftn(spectra, s=(size,) * 3, axes=AXES3))[0]
-        radius = frequency_radius(size)
-        band = (radius >= SPLIT_BAND * size) & (radius < size / 2)
         spectra = sfft.rfftn(inside, axes=AXES3).astype(spectra.dtype)
         turned = move.spectra(inside).astype(spectra.dtype)
-        return cls(spectra, turned, coverage, move.masks(coverage), band, move)
+        return cls(spectra, turned, coverage, move.masks(coverage), fourier_band(size, SPLIT_BAND), move)
 
     @property
     def compared(self) -> NDArray[np.bool_]:
@@ -248,11 +263,15 @@ class AlignedClass:
             turned_coverage=self.turned_coverage[rows],
         )
 
+    def reposed(self, flipped: NDArray[np.bool_]) -> tuple[NDArray[np.complexfloating], NDArray[np.floating]]:
+        """The full spectra and coverage of the particles, those of ``flipped`` moved."""
+        pick = flipped[:, None, None, None]
+        return np.where(pick, self.turned, self.spectra), np.where(pick, self.turned_coverage, self.coverage)
+
     def sums(self, flipped: NDArray[np.bool_]) -> tuple[NDArray[np.complex128], NDArray[np.float64]]:
         """Sums of the full spectra and of the coverage, the particles of ``flipped`` moved."""
-        pick = flipped[:, None, None, None]
-        spectra = np.where(pick, self.turned, self.spectra).sum(axis=0, dtype=np.complex128)
-        return spectra, np.where(pick, self.turned_coverage, self.coverage).sum(axis=0, dtype=np.float64)
+        spectra, coverage = self.reposed(flipped)
+        return spectra.sum(axis=0, dtype=np.complex128), coverage.sum(axis=0, dtype=np.float64)
 
     def posed(self, flipped: NDArray[np.bool_]) -> tuple[NDArray[np.complex128], NDArray[np.float64]]:
         """Band components of the particles with those of ``flipped`` moved, and their coverage."""
@@ -286,7 +305,7 @@ def held_out_gain(aligned: AlignedClass, rng: np.random.Generator) -> float:
         flipped[~tested] = flip_groups(aligned.subset(~tested))
         for column, moved in enumerate((np.zeros(n, dtype=bool), flipped)):
             spectra, coverage = aligned.posed(moved)
-            average = _average(spectra[~tested].sum(axis=0), coverage[~tested].sum(axis=0))
+            average = band_average(spectra[~tested].sum(axis=0), coverage[~tested].sum(axis=0))
             fit[column] += np.maximum(
                 _fits(aligned, np.zeros(n, dtype=bool), average)[tested],
                 _fits(aligned, np.ones(n, dtype=bool), average)[tested],
@@ -305,9 +324,26 @@ def _fits(
     between a particle's two poses only by noise, does not enter.
     """
     spectra, coverage = aligned.posed(moved)
+    return matched_fit(spectra, coverage, average, _compared_weights(aligned))
+
+
+def matched_fit(
+    spectra: NDArray[np.complexfloating],
+    coverage: NDArray[np.floating],
+    average: NDArray[np.complexfloating],
+    weights: NDArray[np.floating],
+) -> NDArray[np.float64]:
+    """Per particle (row), ``sum weights (2 Re<y, c a> - |c a|**2)``: its squared residual without the
+    ``average`` ``a`` minus that with it, ``c`` its coverage."""
     model = coverage * average
     fit = 2.0 * (spectra.conj() * model).real - np.abs(model) ** 2
-    return np.sum(fit * _compared_weights(aligned), axis=1)
+    return np.sum(fit * weights, axis=1)
+
+
+def fourier_band(size: int, low: float) -> NDArray[np.bool_]:
+    """``(N, N, N//2+1)``: the half-grid components from ``low`` times the box to Nyquist."""
+    radius = frequency_radius(size)
+    return (radius >= low * size) & (radius < size / 2)
 
 
 def _compared_weights(aligned: AlignedClass) -> NDArray[np.float64]:
@@ -317,7 +353,7 @@ def _compared_weights(aligned: AlignedClass) -> NDArray[np.float64]:
     return weight * aligned.compared
 
 
-def _average(sums: NDArray[np.complexfloating], weights: NDArray[np.floating]) -> NDArray[np.complex128]:
+def band_average(sums: NDArray[np.complexfloating], weights: NDArray[np.floating]) -> NDArray[np.complex128]:
     """``sums / weights`` where at least half a particle observed the component, else 0."""
     return np.where(weights > 0.5, sums / np.maximum(weights, 0.5), 0.0)
 
@@ -325,7 +361,7 @@ def _average(sums: NDArray[np.complexfloating], weights: NDArray[np.floating]) -
 def _left_out_averages(aligned: AlignedClass, flipped: NDArray[np.bool_]) -> NDArray[np.complex128]:
     """Per particle, the band average of the others, those of ``flipped`` moved."""
     spectra, coverage = aligned.posed(flipped)
-    return _average(spectra.sum(axis=0) - spectra, coverage.sum(axis=0) - coverage)
+    return band_average(spectra.sum(axis=0) - spectra, coverage.sum(axis=0) - coverage)
 
 
 def flip_groups(aligned: AlignedClass, start: NDArray[np.bool_] | None = None) -> NDArray[np.bool_]:
@@ -350,7 +386,7 @@ def refine_symmetry(aligned: AlignedClass, flipped: NDArray[np.bool_], step_deg:
     the average of the others (the class average's own near-symmetry is blurred by the blend)."""
     averages = []
     for group in (~flipped, flipped):
-        spectrum = _average(aligned.spectra[group].sum(axis=0), aligned.coverage[group].sum(axis=0))
+        spectrum = band_average(aligned.spectra[group].sum(axis=0), aligned.coverage[group].sum(axis=0))
         averages.append(sfft.irfftn(spectrum, s=(aligned.band.shape[0],) * 3, axes=AXES3))
     correlation = _Correlation(averages[0][None], averages[1][None])
     matrix = _refine_locally(correlation, 0, aligned.move.matrix, step_deg, (2, 4, 8))[0]

@@ -12,6 +12,7 @@ import functools
 import operator
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import combinations
 from typing import Any
 
 import dask
@@ -20,7 +21,7 @@ import scipy.fft as sfft
 from dask.callbacks import Callback
 from numpy.typing import ArrayLike, NDArray
 
-from .escape import near_symmetry, turned_proposal
+from .escape import AlignedClass, RigidMove, near_symmetry, superposition, turned_proposal
 from .estep import (
     EStepModel,
     ParticleChunk,
@@ -53,6 +54,7 @@ from .mstep import (
     update_sigma_noise,
 )
 from .params import MLParams, ParameterError
+from .regroup import ClassSample, merge_loss, split_gain, split_groups
 from .sampling import (
     OrientationGrid,
     orientation_grid,
@@ -140,7 +142,9 @@ class MLState:
     Internal sizes: references are ``(K, N, N, N)`` at the internal box size ``N``; ``scale = N / N0``.
     States of the low-resolution start have ``startup_step`` 1, 2, ... and the ``temperature`` of
     their posteriors; they are progress reports, not iterations of the run. ``escaped_classes`` are the
-    classes whose references the trap escape replaced after this iteration's M-step.
+    classes whose references the trap escape replaced after this iteration's M-step; ``regrouped`` is
+    ``(split, spare, kept)`` when it split class ``split`` into itself and ``spare``, whose particles
+    go to ``kept``.
     """
 
     iteration: int
@@ -158,6 +162,7 @@ class MLState:
     startup_step: int = 0
     temperature: float = 1.0
     escaped_classes: tuple[int, ...] = ()
+    regrouped: tuple[int, int, int] | None = None
     converged: bool = False
 
     @property
@@ -184,10 +189,15 @@ class MLState:
 
     @property
     def escape_note(self) -> str:
-        """``re-posed class 1, 3 (trap escape)`` when the trap escape re-posed classes, else ``""``."""
-        if not self.escaped_classes:
-            return ""
-        return f"re-posed class {', '.join(str(k + 1) for k in self.escaped_classes)} (trap escape)"
+        """What the trap escape did: ``re-posed class 1, 3; split class 2 into 2 and 3, merged 3 into 1
+        (trap escape)``, or ``""``."""
+        notes = []
+        if self.escaped_classes:
+            notes.append(f"re-posed class {', '.join(str(k + 1) for k in self.escaped_classes)}")
+        if self.regrouped is not None:
+            split, spare, kept = (k + 1 for k in self.regrouped)
+            notes.append(f"split class {split} into {split} and {spare}, merged {spare} into {kept}")
+        return f"{'; '.join(notes)} (trap escape)" if notes else ""
 
     def coverage(self) -> NDArray[np.float64] | None:
         """Per class, the observed-region coverage normalised by the class weight, ``(K, N, N, N//2+1)``."""
@@ -637,22 +647,64 @@ ESCAPE_SAMPLE = 200
 def _escape_traps(
     data: SubtomogramSet, params: MLParams, setup: _Setup, state: MLState, dispatch: _Dispatch
 ) -> MLState:
-    """Re-pose the classes caught between poses related by their near-symmetry (``core.escape``).
+    """Split a class that holds two proteins if two others hold one (``core.regroup``), then re-pose the
+    other classes caught between poses related by their near-symmetry (``core.escape``).
 
     For each class, its particles in their best poses are split by :func:`flip_groups`; if moving one
     group by the class's near-symmetry explains held-out particles better (:func:`turned_proposal`),
     the average of the particles so posed becomes the class's reference.
     """
-    particles = state.stats.particles
+    samples = _class_samples(data, params, setup, state, dispatch)
+    regrouped = _regroup(state, samples, params)
+    if regrouped is not None:
+        state = _apply_regroup(state, samples, regrouped, params, setup)
     moves = near_symmetry(state.references, state.grid.matrices, params.ang_deg)
-    poses = state.grid.matrices[particles.orientations]
     references = np.array(state.references, copy=True)
     escaped = []
+    for k, sample in samples.items():
+        if regrouped is not None and k in regrouped[:2]:
+            continue  # new references: the next check sees their poses
+        proposal = turned_proposal(sample.spectra, sample.coverage, moves[k], params.ang_deg, sample.rng)
+        if proposal is not None:
+            flipped, aligned = proposal
+            references[k] = _weighted_average(*aligned.sums(flipped), params, setup)
+            escaped.append(k)
+    if not escaped and regrouped is None:
+        return state
+    return replace(state, references=references, escaped_classes=tuple(escaped), converged=False)
+
+
+@dataclass(frozen=True)
+class _Members:
+    """At most ``ESCAPE_SAMPLE`` particles of a class in its reference frame (spectra and coverage), the
+    class's size, and the generator its check goes on drawing from."""
+
+    spectra: NDArray[np.complex64]
+    coverage: NDArray[np.float32]
+    class_size: int
+    rng: np.random.Generator
+
+    def band_sample(self, move: RigidMove | None = None) -> ClassSample:
+        """The particles on the band that tells classes apart, moved by ``move`` if given."""
+        if move is None:
+            return ClassSample.of(self.spectra, self.coverage, self.class_size)
+        moved = AlignedClass.turn(self.spectra, self.coverage, move)
+        return ClassSample.of(moved.turned, moved.turned_coverage, self.class_size)
+
+
+def _class_samples(
+    data: SubtomogramSet, params: MLParams, setup: _Setup, state: MLState, dispatch: _Dispatch
+) -> dict[int, _Members]:
+    """The :class:`_Members` of every class of at least ``ESCAPE_MIN_PARTICLES``."""
+    particles = state.stats.particles
+    poses = state.grid.matrices[particles.orientations]
+    samples = {}
     for k in range(state.n_classes):
         rng = _rng(params, state.iteration, 3, k)
         members = np.flatnonzero(particles.classes == k)
         if len(members) < ESCAPE_MIN_PARTICLES:
             continue
+        class_size = len(members)
         if len(members) > ESCAPE_SAMPLE:
             members = np.sort(rng.choice(members, ESCAPE_SAMPLE, replace=False))
         subset = SubtomogramSet(data.volumes[members], data.regions, data.region_index[members])
@@ -660,14 +712,61 @@ def _escape_traps(
         parts = _map_chunks(_spread_particles, subset, params, shared, dispatch, f"trap check, class {k + 1}")
         spectra = np.concatenate([part[0].astype(np.complex64) for part in parts])
         coverage = np.concatenate([part[1].astype(np.float32) for part in parts])
-        proposal = turned_proposal(spectra, coverage, moves[k], params.ang_deg, rng)
-        if proposal is not None:
-            flipped, aligned = proposal
-            references[k] = _weighted_average(*aligned.sums(flipped), params, setup)
-            escaped.append(k)
-    if not escaped:
-        return state
-    return replace(state, references=references, escaped_classes=tuple(escaped), converged=False)
+        samples[k] = _Members(spectra, coverage, class_size, rng)
+    return samples
+
+
+def _regroup(state: MLState, samples: dict[int, _Members], params: MLParams) -> tuple[int, int, int] | None:
+    """``(split, spare, kept)`` if splitting class ``split`` gains more, on held-out particles, than
+    merging ``spare`` into ``kept`` loses (a class too small to check costs nothing to merge), else None."""
+    if state.n_classes < 3:
+        return None
+    rng = _rng(params, state.iteration, 4)
+    gains = {k: split_gain(sample.band_sample(), rng) for k, sample in samples.items()}
+    split = max(gains, key=gains.__getitem__, default=None)
+    if split is None or gains[split] <= 0:
+        return None
+    small = [k for k in range(state.n_classes) if k not in samples]
+    if small:
+        return split, small[0], small[0]
+    losses = {}
+    for kept, spare in combinations([k for k in samples if k != split], 2):
+        move = superposition(
+            state.references[kept], state.references[spare], state.grid.matrices, params.ang_deg
+        )
+        # the kept class's particles go through the same resampling, by the identity
+        identity = RigidMove(np.eye(3), np.zeros(3))
+        first, second = samples[kept].band_sample(identity), samples[spare].band_sample(move)
+        losses[kept, spare] = merge_loss(first, second, rng)
+    kept, spare = min(losses, key=losses.__getitem__)
+    if losses[kept, spare] >= gains[split]:
+        return None
+    if samples[spare].class_size > samples[kept].class_size:
+        kept, spare = spare, kept
+    return split, spare, kept
+
+
+def _apply_regroup(
+    state: MLState,
+    samples: dict[int, _Members],
+    regrouped: tuple[int, int, int],
+    params: MLParams,
+    setup: _Setup,
+) -> MLState:
+    """Class ``split`` and ``spare`` take the averages of ``split``'s two groups and share its fraction;
+    ``kept`` takes ``spare``'s fraction (the next E-step gives it ``spare``'s particles)."""
+    split, spare, kept = regrouped
+    spectra, coverage = samples[split].spectra, samples[split].coverage
+    groups = split_groups(samples[split].band_sample())
+    references = np.array(state.references, copy=True)
+    for target, rows in ((split, ~groups), (spare, groups)):
+        sums = spectra[rows].sum(axis=0, dtype=np.complex128), coverage[rows].sum(axis=0, dtype=np.float64)
+        references[target] = _weighted_average(*sums, params, setup)
+    fractions = np.array(state.fractions, copy=True)
+    if kept != spare:
+        fractions[kept] += fractions[spare]
+    fractions[[split, spare]] = fractions[split] / 2
+    return replace(state, references=references, fractions=fractions / fractions.sum(), regrouped=regrouped)
 
 
 # ----------------------------------------------------------------------------------------------
