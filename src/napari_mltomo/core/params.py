@@ -199,9 +199,10 @@ GROUPS: tuple[str, ...] = (
 _IO, _SAMPLING, _REG, _OTHERS, _ADDITIONAL, _OURS = GROUPS
 _ESCAPE_HELP = (
     "For --nref starts: N annealed start-up steps at a 16-voxel box before iteration 1, which keep "
-    "classes from locking onto noise, and after iterations 1 and 2 a check of every class for particles "
-    "split between two poses related by a near-symmetry, which re-poses them (0: both off). For 90 "
-    "particles of a 32-voxel box the steps cost about 2 iterations, each check 13-20 s"
+    "classes from locking onto noise, and after iterations 1 and 2 a check of every class, which splits a "
+    "class that holds two proteins when two others hold one and re-poses particles split between two poses "
+    "related by a near-symmetry (0: both off). For 90 particles of a 32-voxel box the steps cost about 2 "
+    "iterations, each check 10-20 s"
 )
 
 #: Every option, in the order of ``ml_tomo -h``.

@@ -144,7 +144,7 @@ class MLState:
     their posteriors; they are progress reports, not iterations of the run. ``escaped_classes`` are the
     classes whose references the trap escape replaced after this iteration's M-step; ``regrouped`` is
     ``(split, spare, kept)`` when it split class ``split`` into itself and ``spare``, whose particles
-    go to ``kept``.
+    go to ``kept`` (``spare`` itself when it was too small to check).
     """
 
     iteration: int
@@ -190,13 +190,14 @@ class MLState:
     @property
     def escape_note(self) -> str:
         """What the trap escape did: ``re-posed class 1, 3; split class 2 into 2 and 3, merged 3 into 1
-        (trap escape)``, or ``""``."""
+        (trap escape)`` (no merge when class 3 was too small to check), or ``""``."""
         notes = []
         if self.escaped_classes:
             notes.append(f"re-posed class {', '.join(str(k + 1) for k in self.escaped_classes)}")
         if self.regrouped is not None:
             split, spare, kept = (k + 1 for k in self.regrouped)
-            notes.append(f"split class {split} into {split} and {spare}, merged {spare} into {kept}")
+            merged = f", merged {spare} into {kept}" if kept != spare else ""
+            notes.append(f"split class {split} into {split} and {spare}{merged}")
         return f"{'; '.join(notes)} (trap escape)" if notes else ""
 
     def coverage(self) -> NDArray[np.float64] | None:

@@ -10,7 +10,7 @@ against 0.024 for the next, 60 of 60 sorted).
 
 :func:`split_gain` measures, on particles held out of the split, how much better two averages explain a
 class than one; :func:`merge_loss` how much worse one average explains two classes than their own. A
-class is split when its gain exceeds the loss of the cheapest merge (:func:`regroup_plan`).
+class is split when its gain exceeds the loss of the cheapest merge (``core.refine._regroup``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .fourier import half_grid_weights
 __all__ = ["ClassSample", "merge_loss", "split_gain", "split_groups"]
 
 #: The band where classes are told apart, as a fraction of the box: from a tenth of it to Nyquist (the
-#: residual principal component above sorted 60 of 60 particles from there, 26 of 60 from a fifth).
+#: leading residual principal component sorted 60 of 60 particles from there, 32 of 60 from a fifth).
 CLASS_BAND = 0.1
 #: Passes of the leave-one-out reassignment that follows the principal-component split.
 SPLIT_ROUNDS = 8
