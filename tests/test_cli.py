@@ -165,7 +165,6 @@ def test_help_lists_every_option_in_groups(capsys: pytest.CaptureFixture[str]) -
         (["--only_average"], "--only_average"),
         (["--mask", "mask.vol"], "--mask"),
         (["--maxCC"], "--maxCC"),
-        (["--dont_impute"], "--dont_impute"),
         (["--filter"], "--filter"),
         (["--ini_filter"], "--ini_filter"),
         (["-dont_align"], "--dont_align"),
@@ -217,7 +216,7 @@ def test_options_reach_the_parameters(tiny: Path) -> None:
          "--noise", "2", "--offset", "4", "--fix_sigma_noise", "--fix_sigma_offset", "--fix_fractions",
          "--frac", "0.25,0.75", "--keep_angles", "--doc", str(tiny / "angles.xmd"), "--eps", "1e-4",
          "--pixel_size", "3.5", "--thr", "3", "--chunk", "5", "--seed", "9", "--quiet", "--perturb",
-         "--escape", "2"]
+         "--escape", "2", "--dont_impute"]
     )  # fmt: skip
     params = request.params
     expected = dict(
@@ -225,7 +224,7 @@ def test_options_reach_the_parameters(tiny: Path) -> None:
         tiltf_deg=170.0, limit_trans_px=3.0, dim=8, maxres=0.3, reg0=5.0, regf=1.0, reg_steps=3,
         impute_iter=2, noimp_threshold=0.5, noise_sigma=2.0, offset_sigma_px=4.0, fix_sigma_noise=True,
         fix_sigma_offset=True, fix_fractions=True, fractions=(0.25, 0.75), keep_angles=True, eps=1e-4,
-        pixel_size_A=3.5, threads=3, chunk_size=5, seed=9, perturb=True, small_angle=True,
+        pixel_size_A=3.5, threads=3, chunk_size=5, seed=9, perturb=True, small_angle=True, dont_impute=True,
         escape=0,  # --keep_angles turns the annealed start-up off
     )  # fmt: skip
     assert {name: getattr(params, name) for name in expected} == expected
@@ -238,7 +237,7 @@ def test_defaults(tiny: Path) -> None:
     assert (params.max_iter, params.ang_deg, params.dim, params.psi_sampling_deg) == (25, 10.0, None, None)
     assert (params.chunk_size, params.threads, params.seed, params.reg_steps) == (16, 1, 0, 5)
     assert (params.noise_sigma, params.offset_sigma_px, params.eps, params.maxres) == (1.0, 3.0, 5e-5, 0.5)
-    assert params.escape == 5
+    assert params.escape == 5 and not params.dont_impute
     assert request.oroot == Path("mltomo")
     assert (request.workers, request.scheduler, request.restart) == (None, None, None)
     assert params.pixel_size_A == 1.0  # from the particle headers

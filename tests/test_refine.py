@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from napari_mltomo.core.estep import ParticleResults, SufficientStats
-from napari_mltomo.core.fourier import fourier_rescale
+from napari_mltomo.core.fourier import fourier_rescale, resolution_masks
 from napari_mltomo.core.mstep import (
     impute_references,
+    postprocess,
     regularise,
+    thresholded_average,
     update_offset,
     update_sigma_noise,
 )
@@ -320,3 +322,27 @@ def test_startup_updates_references_with_the_coverage_and_iterations_exactly(
     data = make_dataset(4, 2, 24, snr=1.0, seed=1)
     list(iter_refine(_subtomograms(data), MLParams(n_classes=2, max_iter=2, ang_deg=40.0, escape=2, seed=1)))
     assert calls == [True, True, False, False]
+
+
+def test_thresholded_average_divides_where_the_coverage_exceeds_the_threshold() -> None:
+    sums = np.array([2.0, 3.0, 4.0, 1.0]) + 0j
+    coverage = np.array([2.0, 0.5, 4.0, 1.0])
+    np.testing.assert_allclose(thresholded_average(sums, coverage, 1.0), [1.0, 0.0, 1.0, 0.0])
+    np.testing.assert_allclose(thresholded_average(sums, coverage, 0.25), [1.0, 6.0, 1.0, 1.0])
+
+
+def test_dont_impute_takes_the_thresholded_weighted_average_and_the_observed_noise(three_classes) -> None:
+    """``--dont_impute``: each reference is ``S / W`` where ``W > --noimp_threshold`` and 0 elsewhere (not
+    the imputed update, which keeps the old reference where few particles looked), and sigma^2 is the mean
+    squared residual over the observed components only."""
+    data = _subtomograms(three_classes)
+    params = MLParams(n_classes=3, max_iter=1, ang_deg=40.0, escape=0, dim=SIZE, noimp_threshold=2.0, seed=1)
+    imputed, averaged = (
+        list(iter_refine(data, replace(params, dont_impute=flag)))[-1] for flag in (False, True)
+    )
+    stats = averaged.stats
+    expected = thresholded_average(stats.sums.sum(axis=0), stats.coverage.sum(axis=0), 2.0)
+    soft_mask = resolution_masks(SIZE, params.maxres)[0]
+    np.testing.assert_allclose(averaged.references, postprocess(expected, soft_mask), atol=1e-9)
+    assert np.abs(imputed.references - averaged.references).max() > 0.1 * np.abs(averaged.references).max()
+    assert averaged.sigma_noise == pytest.approx(np.sqrt(stats.noise_sum / stats.observed_components))

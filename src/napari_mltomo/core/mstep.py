@@ -112,6 +112,19 @@ def update_sigma_noise(
     return float(np.sqrt(variance))
 
 
+def thresholded_average(
+    sums: NDArray[np.complexfloating], coverage: NDArray[np.floating], threshold: float
+) -> NDArray[np.complex128]:
+    """``S / W`` where the coverage ``W`` exceeds ``threshold``, else 0 (``--dont_impute``)."""
+    return np.where(coverage > threshold, sums / np.maximum(coverage, 1e-300), 0.0)
+
+
+def sigma_noise_without_imputation(stats: SufficientStats) -> float:
+    """White-noise standard deviation from the observed components only: ``sqrt(sum_i 2 E[d_i] / W)``,
+    the fixed point of :func:`update_sigma_noise`'s recursion (``--dont_impute``)."""
+    return float(np.sqrt(stats.noise_sum / stats.observed_components))
+
+
 def postprocess(spectra: NDArray[np.complexfloating], soft_mask: NDArray[np.float64]) -> NDArray:
     """Low-pass at ``--maxres`` (DC removed), back to real space, flatten outside the sphere.
 

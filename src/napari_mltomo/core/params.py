@@ -55,6 +55,7 @@ class MLParams:
     regf: float = 0.0
     reg_steps: int = 5
     impute_iter: int = 1
+    dont_impute: bool = False
     noimp_threshold: float = 1.0
     noise_sigma: float = 1.0
     offset_sigma_px: float = 3.0
@@ -340,15 +341,16 @@ OPTIONS: tuple[Option, ...] = (
         ("--dont_impute",),
         bool,
         False,
-        "Weighted averaging instead of imputation",
+        "Weighted averaging instead of imputation: each reference component is the weighted average of the "
+        "particles that observed it, 0 where their summed weight is at most --noimp_threshold",
         _ADDITIONAL,
-        implemented=False,
+        field="dont_impute",
     ),
     Option(
         ("--noimp_threshold",),
         float,
         1.0,
-        "Threshold against division by zero",
+        "Threshold against division by zero (--dont_impute and the starting averages)",
         _ADDITIONAL,
         field="noimp_threshold",
     ),

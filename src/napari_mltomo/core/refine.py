@@ -47,8 +47,10 @@ from .mstep import (
     impute_references,
     postprocess,
     regularise,
+    sigma_noise_without_imputation,
     signal_change,
     smooth_by_rotation,
+    thresholded_average,
     update_fractions,
     update_offset,
     update_sigma_noise,
@@ -556,8 +558,7 @@ def _weighted_average(
     sums: NDArray[np.complexfloating], coverage: NDArray[np.floating], params: MLParams, setup: _Setup
 ) -> NDArray[np.float64]:
     """The post-processed volume ``S / W`` of aligned particles, 0 where ``W <= --noimp_threshold``."""
-    spectra = np.where(coverage > params.noimp_threshold, sums / np.maximum(coverage, 1e-300), 0.0)
-    return postprocess(spectra, setup.soft_mask)
+    return postprocess(thresholded_average(sums, coverage, params.noimp_threshold), setup.soft_mask)
 
 
 def _metadata_shifts(data: SubtomogramSet, params: MLParams) -> NDArray[np.float64]:
@@ -855,22 +856,28 @@ def _maximise(
     """The M-step. With ``exact`` the references take the exact EM update (the likelihood never falls);
     the start-up uses the coverage in place of the model sums (``H A ~ W A``), which leaves the imputed
     components as blurred as the rotations make them: a smoothing that keeps the annealed search from
-    locking classes onto noise (without it one class of three was lost on the demo data)."""
+    locking classes onto noise (without it one class of three was lost on the demo data). With
+    ``--dont_impute`` every update is the thresholded weighted average of the observed components."""
     weights = stats.class_weights
     old_spectra = sfft.rfftn(state.references, axes=AXES3)
     coverage = stats.coverage.sum(axis=0)
-    spectra = impute_references(
-        old_spectra,
-        stats.sums.sum(axis=0),
-        stats.model_sums if exact else coverage * old_spectra,
-        coverage,
-        weights,
-        params.impute_iter,
-    )
+    if params.dont_impute:
+        spectra = thresholded_average(stats.sums.sum(axis=0), coverage, params.noimp_threshold)
+    else:
+        spectra = impute_references(
+            old_spectra,
+            stats.sums.sum(axis=0),
+            stats.model_sums if exact else coverage * old_spectra,
+            coverage,
+            weights,
+            params.impute_iter,
+        )
     fractions = state.fractions if params.fix_fractions else update_fractions(weights)
     sigma_offset = state.sigma_offset_px if params.fix_sigma_offset else update_offset(stats)
     sigma = state.sigma_noise
-    if not params.fix_sigma_noise:
+    if params.dont_impute and not params.fix_sigma_noise:
+        sigma = sigma_noise_without_imputation(stats)
+    elif not params.fix_sigma_noise:
         sigma = update_sigma_noise(sigma, stats, setup.observed_per_particle, params.impute_iter)
     references = postprocess(spectra, setup.soft_mask)
     unregularised = None
