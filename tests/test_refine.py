@@ -8,13 +8,15 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import scipy.fft as sfft
 
 from napari_mltomo.core.estep import ParticleResults, SufficientStats
-from napari_mltomo.core.fourier import fourier_rescale, resolution_masks
+from napari_mltomo.core.fourier import fourier_rescale, frequency_radius, resolution_masks
 from napari_mltomo.core.mstep import (
     impute_references,
     postprocess,
     regularise,
+    resolution_filter,
     thresholded_average,
     update_offset,
     update_sigma_noise,
@@ -346,3 +348,40 @@ def test_dont_impute_takes_the_thresholded_weighted_average_and_the_observed_noi
     np.testing.assert_allclose(averaged.references, postprocess(expected, soft_mask), atol=1e-9)
     assert np.abs(imputed.references - averaged.references).max() > 0.1 * np.abs(averaged.references).max()
     assert averaged.sigma_noise == pytest.approx(np.sqrt(stats.noise_sum / stats.observed_components))
+
+
+def test_resolution_filter_is_a_raised_cosine_beyond_the_shell() -> None:
+    size = 16
+    radius = frequency_radius(size) / size
+    filtered = resolution_filter(np.ones((1, size, size, size // 2 + 1)), np.array([4]), scale=1.0)[0].real
+    np.testing.assert_allclose(filtered[radius <= 0.25], 1.0)
+    np.testing.assert_allclose(filtered[radius >= 0.27], 0.0, atol=1e-12)
+    edge = (radius > 0.25) & (radius < 0.27)
+    np.testing.assert_allclose(filtered[edge], 0.5 * (1 + np.cos(np.pi * (radius[edge] - 0.25) / 0.02)))
+
+
+def _power_beyond(references: np.ndarray, shells: np.ndarray) -> float:
+    """Power of the references' components more than one shell beyond each one's ``shells``."""
+    spectra = sfft.rfftn(references, axes=(1, 2, 3))
+    radius = frequency_radius(references.shape[-1])
+    return float(sum(np.sum(np.abs(s[radius > r + 1.5]) ** 2) for s, r in zip(spectra, shells, strict=True)))
+
+
+@pytest.mark.parametrize("option", ["filter_references", "filter_initial"])
+def test_filters_remove_the_power_beyond_the_resolution(option: str) -> None:
+    """``--filter`` low-passes the references of every iteration at their FSC = 0.5 shell and
+    ``--ini_filter`` the starting averages at that of their random halves."""
+    data = make_dataset(12, 2, 32, snr=0.5, seed=2)
+    params = MLParams(n_classes=2, max_iter=1, ang_deg=40.0, escape=0, dim=SIZE, seed=1)
+    plain, filtered = (
+        list(iter_refine(_subtomograms(data), replace(params, **{option: on}))) for on in (0, 1)
+    )
+    if option == "filter_references":
+        shells = filtered[-1].resolution_shell
+        before, after = plain[-1].references, filtered[-1].references
+    else:  # random halves in random orientations agree only at low shells: compare beyond shell 3.5
+        shells = np.full(2, 2)
+        before, after = plain[0].references, filtered[0].references
+    assert shells.max() < SIZE // 2 - 3  # a band is left to filter
+    # the rest is the flattening outside the sphere, done in real space after the filter
+    assert _power_beyond(after, shells) < 0.25 * _power_beyond(before, shells)

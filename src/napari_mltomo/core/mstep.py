@@ -7,7 +7,7 @@ import scipy.fft as sfft
 from numpy.typing import NDArray
 
 from .estep import SufficientStats
-from .fourier import AXES3, fsc, half_grid_weights
+from .fourier import AXES3, frequency_radius, fsc, half_grid_weights
 from .geometry import euler_to_matrix, flatten_outside_sphere, rotate_volumes
 
 __all__ = [
@@ -15,8 +15,11 @@ __all__ = [
     "impute_references",
     "postprocess",
     "regularise",
+    "resolution_filter",
+    "sigma_noise_without_imputation",
     "signal_change",
     "smooth_by_rotation",
+    "thresholded_average",
     "update_fractions",
     "update_offset",
     "update_sigma_noise",
@@ -172,20 +175,50 @@ def regularise(
     return pulled, float(mu * power / (n_images * size**3))
 
 
-def class_fsc(stats: SufficientStats) -> NDArray[np.float64]:
+def class_fsc(sums: NDArray[np.complex128], coverage: NDArray[np.float64]) -> NDArray[np.float64]:
     """FSC of each class between the two random halves, cross-weighted by the other half's coverage.
+
+    Parameters
+    ----------
+    sums, coverage : (2, K, N, N, N//2+1) ndarray
+        Per half set and class, the spread sums of the particles and their coverage.
 
     Returns
     -------
     (K, N//2 + 1) ndarray of float64
     """
-    size = stats.sums.shape[-2]
-    curves = []
-    for k in range(stats.sums.shape[1]):
-        first = stats.coverage[1, k] * stats.sums[0, k]
-        second = stats.coverage[0, k] * stats.sums[1, k]
-        curves.append(fsc(first, second, size))
-    return np.array(curves)
+    size = sums.shape[-2]
+    return np.array(
+        [fsc(coverage[1, k] * sums[0, k], coverage[0, k] * sums[1, k], size) for k in range(sums.shape[1])]
+    )
+
+
+#: Width of the raised-cosine edge of ``--filter`` and ``--ini_filter``, in cycles per input pixel.
+FILTER_EDGE = 0.02
+
+
+def resolution_filter(
+    spectra: NDArray[np.complexfloating], shells: NDArray[np.intp], scale: float
+) -> NDArray[np.complex128]:
+    """Low-pass each reference spectrum at its resolution shell (``--filter``): 1 up to the shell, a
+    raised cosine over ``FILTER_EDGE`` cycles per input pixel beyond it, 0 further out.
+
+    Parameters
+    ----------
+    spectra : (K, N, N, N//2+1) complex ndarray
+    shells : (K,) ints
+        Each reference's FSC = 0.5 shell at the internal box ``N``.
+    scale : float
+        ``N / N0``: the edge is ``FILTER_EDGE / scale`` cycles per internal pixel.
+    """
+    size = spectra.shape[-2]
+    frequency = frequency_radius(size) / size
+    edge = FILTER_EDGE / scale
+    filtered = np.empty(spectra.shape, dtype=np.complex128)
+    for k, shell in enumerate(shells):
+        beyond = np.clip((frequency - shell / size) / edge, 0.0, 1.0)
+        filtered[k] = spectra[k] * 0.5 * (1.0 + np.cos(np.pi * beyond))
+    return filtered
 
 
 def signal_change(old: NDArray[np.floating], new: NDArray[np.floating]) -> NDArray[np.float64]:

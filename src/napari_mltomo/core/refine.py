@@ -47,6 +47,7 @@ from .mstep import (
     impute_references,
     postprocess,
     regularise,
+    resolution_filter,
     sigma_noise_without_imputation,
     signal_change,
     smooth_by_rotation,
@@ -551,7 +552,11 @@ def _random_references(
         "starting references",
     )
     sums, coverage = sum(p[0] for p in parts), sum(p[1] for p in parts)
-    return _weighted_average(sums.sum(axis=0), coverage.sum(axis=0), params, setup)
+    spectra = thresholded_average(sums.sum(axis=0), coverage.sum(axis=0), params.noimp_threshold)
+    if params.filter_initial:
+        shells = np.array([resolution_from_fsc(curve) for curve in class_fsc(sums, coverage)])
+        spectra = resolution_filter(spectra, shells, setup.scale)
+    return postprocess(spectra, setup.soft_mask)
 
 
 def _weighted_average(
@@ -879,6 +884,10 @@ def _maximise(
         sigma = sigma_noise_without_imputation(stats)
     elif not params.fix_sigma_noise:
         sigma = update_sigma_noise(sigma, stats, setup.observed_per_particle, params.impute_iter)
+    curves = class_fsc(stats.sums, stats.coverage)
+    shells = np.array([resolution_from_fsc(c) for c in curves])
+    if params.filter_references:
+        spectra = resolution_filter(spectra, shells, setup.scale)
     references = postprocess(spectra, setup.soft_mask)
     unregularised = None
     if params.regularisation(iteration) > 0:
@@ -887,7 +896,6 @@ def _maximise(
         if not params.fix_sigma_noise:
             sigma = float(np.sqrt(sigma**2 + variance_increase))
     change = signal_change(state.references, references)
-    curves = class_fsc(stats)
     return MLState(
         iteration=iteration,
         references=references,
@@ -898,7 +906,7 @@ def _maximise(
         grid=grid,
         stats=stats,
         fsc=curves,
-        resolution_shell=np.array([resolution_from_fsc(c) for c in curves]),
+        resolution_shell=shells,
         signal_change=change,
         unregularised=unregularised,
         converged=bool(np.all(change[fractions > 0] <= params.eps)),
