@@ -263,15 +263,11 @@ class AlignedClass:
             turned_coverage=self.turned_coverage[rows],
         )
 
-    def reposed(self, flipped: NDArray[np.bool_]) -> tuple[NDArray[np.complexfloating], NDArray[np.floating]]:
-        """The full spectra and coverage of the particles, those of ``flipped`` moved."""
-        pick = flipped[:, None, None, None]
-        return np.where(pick, self.turned, self.spectra), np.where(pick, self.turned_coverage, self.coverage)
-
     def sums(self, flipped: NDArray[np.bool_]) -> tuple[NDArray[np.complex128], NDArray[np.float64]]:
         """Sums of the full spectra and of the coverage, the particles of ``flipped`` moved."""
-        spectra, coverage = self.reposed(flipped)
-        return spectra.sum(axis=0, dtype=np.complex128), coverage.sum(axis=0, dtype=np.float64)
+        pick = flipped[:, None, None, None]
+        spectra = np.where(pick, self.turned, self.spectra).sum(axis=0, dtype=np.complex128)
+        return spectra, np.where(pick, self.turned_coverage, self.coverage).sum(axis=0, dtype=np.float64)
 
     def posed(self, flipped: NDArray[np.bool_]) -> tuple[NDArray[np.complex128], NDArray[np.float64]]:
         """Band components of the particles with those of ``flipped`` moved, and their coverage."""
