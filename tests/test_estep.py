@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import operator
+from dataclasses import replace
 
 import dask
 import numpy as np
@@ -111,6 +112,26 @@ def test_posteriors_are_normalised_and_loglikelihood_is_exact(problem: dict) -> 
     assert stats.log_likelihood == pytest.approx(expected, rel=1e-5)
     assert stats.class_weights.sum() == pytest.approx(1.0, abs=1e-6)
     assert 0.0 < stats.particles.pmax[0] <= 1.0
+
+
+def test_allowed_orientations_score_each_particle_against_its_own_subset_only(problem: dict) -> None:
+    """A chunk with per-particle orientation subsets gives, particle by particle, the statistics of a bank
+    holding only that particle's orientations (the prior is uniform over the subset)."""
+    model, bank, chunk = problem["model"], problem["bank"], problem["chunk"]
+    allowed = np.random.default_rng(1).random((len(chunk), len(bank))) < 0.3
+    subset = estep_chunk(replace(chunk, allowed=allowed), bank, model)
+    sums = np.zeros_like(subset.sums)
+    for i in range(len(chunk)):
+        own = ReferenceBank(bank.references, bank.matrices[allowed[i]], model.region_masks)
+        alone = estep_chunk(_sub_chunk(chunk, slice(i, i + 1)), own, model)
+        sums += alone.sums
+        assert subset.particles.log_likelihood[i] == pytest.approx(alone.log_likelihood, rel=1e-6)
+        assert subset.particles.orientations[i] == np.nonzero(allowed[i])[0][alone.particles.orientations[0]]
+    np.testing.assert_allclose(subset.sums, sums, atol=1e-6 * np.abs(sums).max())
+    whole = estep_chunk(chunk, bank, model)
+    assert not np.allclose(subset.particles.log_likelihood, whole.particles.log_likelihood, rtol=1e-3)
+    with pytest.raises(ValueError, match="a True in every row"):
+        estep_chunk(replace(chunk, allowed=np.zeros_like(allowed)), bank, model)
 
 
 def _fourier_correlation(first: np.ndarray, second: np.ndarray, where: np.ndarray) -> float:

@@ -16,6 +16,7 @@ Computation (see ``docs/engine.md``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -137,6 +138,10 @@ class EStepModel:
         Components used at all: within ``--maxres``, DC excluded.
     significance : float
         Relative weight below which an (orientation, class) pair is skipped in the backward pass.
+    max_cc : bool
+        Constrained cross-correlation (``--maxCC``) instead of ML: each particle goes, with weight 1,
+        to its (orientation, class, shift) of highest normalised correlation, over the shifts the
+        translation prior allows (unweighted).
     """
 
     log_fractions: NDArray[np.float64]
@@ -146,6 +151,7 @@ class EStepModel:
     regions: tuple[MissingRegion, ...]
     within_resolution: NDArray[np.bool_]
     significance: float = 1e-8
+    max_cc: bool = False
 
     @cached_property
     def region_masks(self) -> NDArray[np.bool_]:
@@ -179,12 +185,24 @@ class ParticleChunk:
         0-based missing-region index of each particle.
     halves : (n,) ndarray of int
         Random half-set (0 or 1) of each particle for this iteration.
+    allowed : (n, n_ang) ndarray of bool, optional
+        The orientations of the bank each particle is scored against (local searches, fixed
+        orientations), each with prior ``1 / allowed[i].sum()``; every orientation if omitted.
     """
 
     indices: NDArray[np.intp]
     spectra: NDArray[np.complex64]
     regions: NDArray[np.intp]
     halves: NDArray[np.intp]
+    allowed: NDArray[np.bool_] | None = None
+
+    def allowed_in(self, bank: ReferenceBank) -> NDArray[np.bool_]:
+        """``allowed``, or every orientation of ``bank``: ``(n, len(bank))``."""
+        if self.allowed is None:
+            return np.ones((len(self), len(bank)), dtype=bool)
+        if self.allowed.shape != (len(self), len(bank)) or not self.allowed.any(axis=1).all():
+            raise ValueError(f"allowed must be ({len(self)}, {len(bank)}) with a True in every row")
+        return self.allowed
 
     @cached_property
     def power(self) -> NDArray[np.float64]:
@@ -341,12 +359,17 @@ def estep_chunk(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel) ->
     SufficientStats
         Statistics that add over chunks; identical (to rounding) for any chunking.
     """
-    summaries = _summarise_maps(chunk, bank, model)
+    allowed = chunk.allowed_in(bank)
+    if model.max_cc:
+        return _estep_max_cc(chunk, bank, model, allowed)
+    log_orientations = np.log(allowed.sum(axis=1))
+    summaries = _summarise_maps(chunk, bank, model, allowed, log_orientations)
     log_norm = logsumexp(summaries.log_mass, axis=(1, 2))
     posterior = np.exp(summaries.log_mass - log_norm[:, None, None])
     peak_max = summaries.peak.max(axis=(1, 2))
     significant = summaries.peak >= peak_max[:, None, None] + np.log(model.significance)
-    sums, model_sums, coverage, class_weights = _backward(chunk, bank, model, significant, log_norm)
+    weights_at = _posterior_weights(chunk, bank, model, significant, log_norm - log_orientations)
+    sums, model_sums, coverage, class_weights = _backward(chunk, bank, model, significant, weights_at)
     results = _particle_results(chunk, model, summaries, log_norm, peak_max, bank.size)
     return SufficientStats(
         sums=sums,
@@ -363,18 +386,23 @@ def estep_chunk(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel) ->
 
 
 def _map_batches(
-    n_particles: int, n_orientations: int, n_classes: int, size: int
-) -> list[tuple[slice, slice]]:
-    """(particles, orientations) blocks of about ``BATCH_BYTES`` of correlation maps, orientation-major."""
+    allowed: NDArray[np.bool_], n_classes: int, size: int
+) -> list[tuple[NDArray[np.intp], slice]]:
+    """(particles, orientations) blocks of about ``BATCH_BYTES`` of correlation maps, orientation-major.
+
+    A block holds only the particles allowed some orientation of its batch; with every orientation
+    allowed, a batch spans several orientations when the chunk is small.
+    """
+    n_particles, n_orientations = allowed.shape
     maps_per_batch = max(n_classes, BATCH_BYTES // (4 * size**3))
-    per_orientation = n_particles * n_classes
-    step = max(1, maps_per_batch // per_orientation)
-    group = n_particles if step > 1 else max(1, maps_per_batch // n_classes)
-    return [
-        (slice(i, min(i + group, n_particles)), slice(a, min(a + step, n_orientations)))
-        for a in range(0, n_orientations, step)
-        for i in range(0, n_particles, group)
-    ]
+    step = max(1, maps_per_batch // (n_particles * n_classes))
+    group = max(1, maps_per_batch // (n_classes * step))
+    blocks = []
+    for a in range(0, n_orientations, step):
+        batch = slice(a, min(a + step, n_orientations))
+        rows = np.nonzero(allowed[:, batch].any(axis=1))[0]
+        blocks += [(rows[i : i + group], batch) for i in range(0, len(rows), group)]
+    return blocks
 
 
 def _correlations(
@@ -405,21 +433,29 @@ def _half_power_sum(
 
 
 def _log_weight_constant(
-    half_sum: NDArray[np.float64], bank: ReferenceBank, model: EStepModel
+    half_sum: NDArray[np.float64], log_orientations: NDArray[np.float64], model: EStepModel
 ) -> NDArray[np.float64]:
-    """``log alpha_k - log n_ang - (a2 + xi) / (2 sigma**2)``: the log weight without the correlation."""
-    return model.log_fractions - np.log(len(bank)) - half_sum / model.sigma_noise**2
+    """``log alpha_k - log n_ang(i) - (a2 + xi) / (2 sigma**2)``: the log weight without the correlation
+    (``log_orientations`` broadcasts against ``half_sum``)."""
+    return model.log_fractions - log_orientations - half_sum / model.sigma_noise**2
 
 
-def _summarise_maps(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel) -> _MapSummaries:
-    """Pass 1: log-mass, peak, mean residual and mean |t|^2 of every correlation map."""
+def _summarise_maps(
+    chunk: ParticleChunk,
+    bank: ReferenceBank,
+    model: EStepModel,
+    allowed: NDArray[np.bool_],
+    log_orientations: NDArray[np.float64],
+) -> _MapSummaries:
+    """Pass 1: log-mass, peak, mean residual and mean |t|^2 of every allowed correlation map (log-mass
+    and peak ``-inf``, the means 0, where not allowed)."""
     shape = (len(chunk), len(bank), bank.references.shape[0])
-    out = {name: np.empty(shape) for name in ("log_mass", "peak", "mean_residual", "mean_shift_sq")}
-    best_shift = np.empty(shape, dtype=np.intp)
+    out = {name: np.zeros(shape) for name in ("log_mass", "peak", "mean_residual", "mean_shift_sq")}
+    best_shift = np.zeros(shape, dtype=np.intp)
     inv_var = np.float32(1.0 / model.sigma_noise**2)
     log_prior = model.log_prior.ravel()
     shift_sq = model.shift_sq.ravel()
-    for rows, batch in _map_batches(*shape, bank.size):
+    for rows, batch in _map_batches(allowed, shape[2], bank.size):
         maps = _correlations(chunk.spectra[rows], bank.conjugate_spectra[batch], bank.size)
         maps = maps.reshape(*maps.shape[:3], -1)
         peak_correlation = _centre_correlations(maps)
@@ -431,12 +467,21 @@ def _summarise_maps(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel
         np.exp(weights, out=weights)
         mass = weights.sum(axis=-1).astype(np.float64)
         half_sum = _half_power_sum(chunk, bank, batch, rows)
-        constant = _log_weight_constant(half_sum, bank, model) + peak_correlation / model.sigma_noise**2
+        constant = _log_weight_constant(half_sum, log_orientations[rows, None, None], model)
+        constant += peak_correlation / model.sigma_noise**2
         out["log_mass"][rows, batch] = constant + top + np.log(mass)
         out["peak"][rows, batch] = constant + top
         mean_correlation = peak_correlation + np.einsum("...t,...t->...", weights, maps) / mass
         out["mean_residual"][rows, batch] = half_sum - mean_correlation
         out["mean_shift_sq"][rows, batch] = (weights @ shift_sq) / mass
+    excluded = np.broadcast_to(~allowed[..., None], shape)
+    for name, value in (
+        ("log_mass", -np.inf),
+        ("peak", -np.inf),
+        ("mean_residual", 0.0),
+        ("mean_shift_sq", 0.0),
+    ):
+        np.putmask(out[name], excluded, value)
     return _MapSummaries(**out, best_shift=best_shift)
 
 
@@ -452,18 +497,52 @@ def _particle_results(
     flat_best = summaries.peak.reshape(len(chunk), -1).argmax(axis=1)
     orientations, classes = np.divmod(flat_best, n_classes)
     shift_index = summaries.best_shift[np.arange(len(chunk)), orientations, classes]
-    translation = (np.stack(np.unravel_index(shift_index, (size,) * 3), axis=1) + size // 2) % size
-    translation = translation - size // 2  # (z, y, x)
     observed = model.observed_counts[chunk.regions]
     log_likelihood = log_norm - observed * (0.5 * _LOG_2PI + np.log(model.sigma_noise))
     return ParticleResults(
         indices=chunk.indices,
         classes=classes,
         orientations=orientations,
-        shifts_px=-translation[:, ::-1].astype(np.float64),
+        shifts_px=_shifts_px(shift_index, size),
         pmax=np.exp(peak_max - log_norm),
         log_likelihood=log_likelihood,
     )
+
+
+def _shifts_px(shift_index: NDArray[np.intp], size: int) -> NDArray[np.float64]:
+    """``(n, 3)`` shifts ``s`` (x, y, z) of the flat correlation-map indices: ``particle(q) = ref(A(q + s))``
+    for the circular translation ``t = -s`` of the map."""
+    translation = (np.stack(np.unravel_index(shift_index, (size,) * 3), axis=1) + size // 2) % size
+    return -(translation - size // 2)[:, ::-1].astype(np.float64)  # (z, y, x) -> (x, y, z)
+
+
+#: ``weights_at(a, rows)``: the translation weights of particles ``rows`` at orientation ``a``,
+#: ``(len(rows), K, N, N, N)`` float32, 0 for pairs that are not significant.
+WeightMaps = Callable[[int, NDArray[np.intp]], NDArray[np.float32]]
+
+
+def _posterior_weights(
+    chunk: ParticleChunk,
+    bank: ReferenceBank,
+    model: EStepModel,
+    significant: NDArray[np.bool_],
+    log_evidence: NDArray[np.float64],
+) -> WeightMaps:
+    """The posterior weights of pass 2, recomputed from the correlation maps; ``log_evidence`` is each
+    particle's log normaliser without the orientation prior."""
+    inv_var = np.float32(1.0 / model.sigma_noise**2)
+
+    def weights_at(a: int, rows: NDArray[np.intp]) -> NDArray[np.float32]:
+        maps = _correlations(chunk.spectra[rows], bank.conjugate_spectra[a : a + 1], bank.size)[:, 0]
+        peak_correlation = _centre_correlations(maps.reshape(*maps.shape[:2], -1))
+        half_sum = _half_power_sum(chunk, bank, slice(a, a + 1), rows)[:, 0]
+        constant = _log_weight_constant(half_sum, 0.0, model) + peak_correlation / model.sigma_noise**2
+        offset = (constant - log_evidence[rows, None]).astype(np.float32)
+        weights = np.exp(maps * inv_var + model.log_prior + offset[..., None, None, None])
+        weights *= significant[rows, a][..., None, None, None]
+        return weights
+
+    return weights_at
 
 
 def _backward(
@@ -471,7 +550,7 @@ def _backward(
     bank: ReferenceBank,
     model: EStepModel,
     significant: NDArray[np.bool_],
-    log_norm: NDArray[np.float64],
+    weights_at: WeightMaps,
 ) -> tuple[NDArray[np.complex128], NDArray[np.complex128], NDArray[np.float64], NDArray[np.float64]]:
     """Pass 2: weighted, shifted particle sums per group, spread into the reference frame once.
 
@@ -489,16 +568,9 @@ def _backward(
     group = chunk.regions * 2 + chunk.halves  # (n,) -> (region, half) pair
     one_hot = np.zeros((2 * n_regions, len(chunk)))
     one_hot[group, np.arange(len(chunk))] = 1.0
-    inv_var = np.float32(1.0 / model.sigma_noise**2)
     for a in np.nonzero(significant.any(axis=(0, 2)))[0]:
         rows = np.nonzero(significant[:, a].any(axis=1))[0]
-        maps = _correlations(chunk.spectra[rows], bank.conjugate_spectra[a : a + 1], bank.size)[:, 0]
-        peak_correlation = _centre_correlations(maps.reshape(*maps.shape[:2], -1))
-        half_sum = _half_power_sum(chunk, bank, slice(a, a + 1), rows)[:, 0]
-        constant = _log_weight_constant(half_sum, bank, model) + peak_correlation / model.sigma_noise**2
-        offset = (constant - log_norm[rows, None]).astype(np.float32)
-        weights = np.exp(maps * inv_var + model.log_prior + offset[..., None, None, None])
-        weights *= significant[rows, a][..., None, None, None]
+        weights = weights_at(a, rows)
         weight_spectra = sfft.rfftn(weights, axes=AXES3)
         shifted = chunk.spectra[rows, None] * weight_spectra.conj()  # (r, K, half)
         grouped = np.einsum("gr,rk...->gk...", one_hot[:, rows], shifted.astype(np.complex128))
@@ -512,6 +584,64 @@ def _backward(
     sums = sfft.rfftn(backproject(data_spread, bank.size), axes=AXES3)
     model_sums = sfft.rfftn(backproject(model_spread, bank.size), axes=AXES3)
     return sums, model_sums, coverage, class_weights
+
+
+def _estep_max_cc(
+    chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel, allowed: NDArray[np.bool_]
+) -> SufficientStats:
+    """The ``--maxCC`` E-step: every particle added with weight 1 at its best-correlated pose."""
+    correlation, best_shift = _correlation_peaks(chunk, bank, model, allowed)
+    n, n_classes = len(chunk), correlation.shape[2]
+    orientations, classes = np.divmod(correlation.reshape(n, -1).argmax(axis=1), n_classes)
+    rows = np.arange(n)
+    shift_index = best_shift[rows, orientations, classes]
+    significant = np.zeros(correlation.shape, dtype=bool)
+    significant[rows, orientations, classes] = True
+
+    def weights_at(a: int, members: NDArray[np.intp]) -> NDArray[np.float32]:
+        weights = np.zeros((len(members), n_classes, bank.size**3), dtype=np.float32)
+        weights[np.arange(len(members)), classes[members], shift_index[members]] = 1.0
+        return weights.reshape(len(members), n_classes, *(bank.size,) * 3)
+
+    sums, model_sums, coverage, class_weights = _backward(chunk, bank, model, significant, weights_at)
+    best = correlation[rows, orientations, classes]
+    results = ParticleResults(
+        chunk.indices, classes, orientations, _shifts_px(shift_index, bank.size), best, np.zeros(n)
+    )
+    return SufficientStats(
+        sums=sums,
+        model_sums=model_sums,
+        coverage=coverage,
+        class_weights=class_weights,
+        noise_sum=0.0,
+        offset_sum=0.0,
+        pmax_sum=float(best.sum()),
+        log_likelihood=0.0,
+        observed_components=float(model.observed_counts[chunk.regions].sum()),
+        particles=results,
+    )
+
+
+def _correlation_peaks(
+    chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel, allowed: NDArray[np.bool_]
+) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """Highest normalised correlation ``CC(t) / sqrt(xi * a2)`` of every allowed map over the shifts the
+    prior allows, and where it is: ``(n, n_ang, K)`` each (``-inf`` where not allowed)."""
+    shape = (len(chunk), len(bank), bank.references.shape[0])
+    correlation = np.full(shape, -np.inf)
+    best_shift = np.zeros(shape, dtype=np.intp)
+    excluded = ~np.isfinite(model.log_prior.ravel())
+    for rows, batch in _map_batches(allowed, shape[2], bank.size):
+        maps = _correlations(chunk.spectra[rows], bank.conjugate_spectra[batch], bank.size)
+        maps = maps.reshape(*maps.shape[:3], -1)
+        maps[..., excluded] = -np.inf
+        best = maps.argmax(axis=-1)
+        best_shift[rows, batch] = best
+        peak = np.take_along_axis(maps, best[..., None], axis=-1)[..., 0].astype(np.float64)
+        norms = np.moveaxis(bank.norms[batch][:, :, chunk.regions[rows]], 2, 0)  # (r, b, K)
+        correlation[rows, batch] = peak / np.sqrt(norms * chunk.power[rows, None, None])
+    correlation[~allowed] = -np.inf
+    return correlation, best_shift
 
 
 def _spread_orientation(

@@ -47,6 +47,12 @@ class MLParams:
     tilt0_deg: float = 0.0
     tiltf_deg: float = 180.0
     small_angle: bool = True
+    ang_search_deg: float = -1.0
+    limit_psi: bool = True
+    dont_rotate: bool = False
+    dont_align: bool = False
+    only_average: bool = False
+    max_cc: bool = False
     perturb: bool = False
     limit_trans_px: float = -1.0
     dim: int | None = None
@@ -90,6 +96,13 @@ class MLParams:
             "--tilt0/--tiltF",
             f"need 0 <= tilt0 < tiltF <= 180, got {self.tilt0_deg} and {self.tiltf_deg}",
         )
+        if self.ang_search_deg > 0:
+            _require(
+                self.ang_search_deg >= self.ang_deg,
+                "--ang_search",
+                f"must be at least --ang ({self.ang_deg}) so that every particle has a neighbour, "
+                f"got {self.ang_search_deg}",
+            )
         _require(0.0 < self.maxres <= 0.5, "--maxres", f"must be in (0, 0.5] 1/pixel, got {self.maxres}")
         if self.dim is not None:
             _require(self.dim >= 8, "--dim", f"must be at least 8 voxels, got {self.dim}")
@@ -115,6 +128,30 @@ class MLParams:
                 "--frac",
                 "fractions must be >= 0 and not all zero",
             )
+
+    @property
+    def correlation_only(self) -> bool:
+        """``--maxCC`` or ``--only_average``: references are plain averages (no imputation) and the noise
+        and offset deviations stay as they are."""
+        return self.max_cc or self.only_average
+
+    @property
+    def global_search(self) -> bool:
+        """Every particle is scored against every orientation of the grid (no local search, no fixed
+        orientations)."""
+        return self.ang_search_deg <= 0 and not (self.dont_rotate or self.dont_align or self.only_average)
+
+    @property
+    def angle_options(self) -> tuple[str, ...]:
+        """The options given that need the particles' metadata angles."""
+        given = (
+            ("--keep_angles", self.keep_angles),
+            ("--ang_search", self.ang_search_deg > 0),
+            ("--dont_rotate", self.dont_rotate),
+            ("--dont_align", self.dont_align),
+            ("--only_average", self.only_average),
+        )
+        return tuple(flag for flag, on in given if on)
 
     def regularisation(self, iteration: int) -> float:
         """Strength of the pull towards the mean reference at ``iteration`` (0 at start-up)."""
@@ -248,10 +285,10 @@ OPTIONS: tuple[Option, ...] = (
         ("--ang_search",),
         float,
         -1.0,
-        "Local angular search range in degrees (-1: exhaustive)",
+        "Local angular search range in degrees around the metadata angles (-1: exhaustive)",
         _SAMPLING,
         "DEG",
-        implemented=False,
+        field="ang_search_deg",
     ),
     Option(
         ("--psi_sampling",),
@@ -269,7 +306,8 @@ OPTIONS: tuple[Option, ...] = (
         False,
         "Full psi range in local searches",
         _SAMPLING,
-        implemented=False,
+        field="limit_psi",
+        convert=lambda value: not value,
     ),
     Option(
         ("--limit_trans",),
@@ -314,16 +352,28 @@ OPTIONS: tuple[Option, ...] = (
         field="perturb",
     ),
     Option(
-        ("--dont_rotate",), bool, False, "Keep the metadata angles, search shifts", _OTHERS, implemented=False
+        ("--dont_rotate",),
+        bool,
+        False,
+        "Keep the metadata angles, search shifts",
+        _OTHERS,
+        field="dont_rotate",
     ),
-    Option(("--dont_align",), bool, False, "Keep the metadata angles and shifts", _OTHERS, implemented=False),
+    Option(
+        ("--dont_align",),
+        bool,
+        False,
+        "Keep the metadata angles and shifts",
+        _OTHERS,
+        field="dont_align",
+    ),
     Option(
         ("--only_average",),
         bool,
         False,
-        "Average with the metadata angles, no ML",
+        "Average with the metadata angles, shifts and classes (one iteration, no search)",
         _OTHERS,
-        implemented=False,
+        field="only_average",
     ),
     Option(
         ("--mask",),
@@ -333,10 +383,14 @@ OPTIONS: tuple[Option, ...] = (
         _OTHERS,
         "FILE",
         "r",
-        implemented=False,
     ),
     Option(
-        ("--maxCC",), bool, False, "Constrained cross-correlation instead of ML", _OTHERS, implemented=False
+        ("--maxCC",),
+        bool,
+        False,
+        "Constrained cross-correlation instead of ML",
+        _OTHERS,
+        field="max_cc",
     ),
     Option(("--thr",), int, 1, "Number of shared-memory threads", _OTHERS, "T", field="threads"),
     Option(

@@ -25,6 +25,7 @@ from .escape import AlignedClass, RigidMove, near_symmetry, superposition, turne
 from .estep import (
     EStepModel,
     ParticleChunk,
+    ParticleResults,
     ReferenceBank,
     SufficientStats,
     estep_chunk,
@@ -39,6 +40,8 @@ from .geometry import (
     oversampled_masks,
     oversampled_shape,
     rotate_masks,
+    rotate_volumes,
+    sphere_mask,
 )
 from .missing import MissingRegion, region_masks
 from .mstep import (
@@ -60,6 +63,7 @@ from .params import MLParams, ParameterError
 from .regroup import ClassSample, merge_loss, split_gain, split_groups
 from .sampling import (
     OrientationGrid,
+    local_neighbourhoods,
     orientation_grid,
     perturb_grid,
     perturbation_matrix,
@@ -95,6 +99,11 @@ class SubtomogramSet:
         Xmipp angles from the metadata, used with ``keep_angles``.
     shifts_px : (n, 3) ndarray or None
         ``(x, y, z)`` shifts from the metadata (input pixels).
+    classes : (n,) ndarray of int or None
+        0-based classes from the metadata (``ref - 1``), used by ``only_average``.
+    focus_mask : (N0, N0, N0) ndarray or None
+        ``--mask``, in the reference frame, values in [0, 1]: with ``dont_align`` only what it keeps of
+        the particles (turned to their metadata poses) and of the references is compared.
     """
 
     volumes: Any
@@ -102,6 +111,8 @@ class SubtomogramSet:
     region_index: NDArray[np.intp] | None = None
     angles_deg: NDArray[np.float64] | None = None
     shifts_px: NDArray[np.float64] | None = None
+    classes: NDArray[np.intp] | None = None
+    focus_mask: NDArray[np.floating] | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(self.volumes.shape)
@@ -269,13 +280,18 @@ class _Setup:
     within_resolution: NDArray[np.bool_]
     masks: NDArray[np.bool_]  # (R, N, N, N//2+1) in the particle frame
     observed_per_particle: float
+    focus_mask: NDArray[np.float64] | None = None  # (N, N, N) in the reference frame, 0 outside the sphere
 
 
 def _make_setup(data: SubtomogramSet, params: MLParams) -> _Setup:
     size = internal_size(data.box_size, params.dim)
     soft, within = resolution_masks(size, params.maxres)
     masks = region_masks(data.regions, size, within)[0]
-    return _Setup(size, size / data.box_size, soft, within, masks, float(full_grid_sum(within)))
+    focus = None
+    if data.focus_mask is not None:
+        focus = np.clip(fourier_rescale(np.asarray(data.focus_mask, dtype=np.float32), size), 0.0, 1.0)
+        focus = focus.astype(np.float64) * sphere_mask(size)
+    return _Setup(size, size / data.box_size, soft, within, masks, float(full_grid_sum(within)), focus)
 
 
 def iter_refine(
@@ -316,8 +332,13 @@ def iter_refine(
     """
     dispatch = _Dispatch(client, on_chunk)
     setup = _make_setup(data, params)
-    if start is None and params.escape > 0 and params.max_iter > 0 and not params.keep_angles:
+    _check_metadata_poses(data, params)
+    searching = params.escape > 0 and params.global_search and not params.keep_angles
+    if start is None and searching and params.max_iter > 0:
         start = yield from _startup(data, params, setup, dispatch)
+    if params.only_average:
+        yield _only_average(data, params, setup, dispatch)
+        return
     if start is not None:
         check_start(start, params, setup.size)
     state = _starting_state(data, params, setup, start, dispatch)
@@ -325,15 +346,20 @@ def iter_refine(
     last = params.max_iter + params.istart - 1
     for iteration in range(state.iteration + 1, last + 1):
         state = _iterate(data, params, setup, state, iteration, dispatch, f"iteration {iteration}")
-        if (
-            params.escape > 0
-            and not params.keep_angles
-            and iteration < min(last, params.istart + ESCAPE_CHECKS)
-        ):
+        if searching and iteration < min(last, params.istart + ESCAPE_CHECKS):
             state = _escape_traps(data, params, setup, state, dispatch)
         yield state
         if state.converged:
             return
+
+
+def _check_metadata_poses(data: SubtomogramSet, params: MLParams) -> None:
+    """Refuse options that need metadata angles when the data have none."""
+    if data.focus_mask is not None and not params.dont_align:
+        raise ParameterError("--mask works only with --dont_align")
+    needing = params.angle_options
+    if needing and data.angles_deg is None:
+        raise ParameterError(f"{needing[0]} needs the particles' angles (angleRot, angleTilt, anglePsi)")
 
 
 def run_refine(
@@ -462,7 +488,10 @@ def _starting_state(
         fractions = np.asarray(start.fractions, dtype=np.float64)
     else:
         fractions = np.ones(n_classes)
-    sigma = start.sigma_noise if start.sigma_noise is not None else (params.noise_sigma * setup.scale**1.5)
+    sigma = start.sigma_noise
+    if sigma is None:  # white noise of the particles at the internal size, inside --mask if given
+        kept = 1.0 if setup.focus_mask is None else float(np.mean(setup.focus_mask**2))
+        sigma = params.noise_sigma * setup.scale**1.5 * np.sqrt(kept)
     offset = start.sigma_offset_px
     if offset is None:
         offset = params.offset_sigma_px * setup.scale
@@ -529,7 +558,7 @@ def _random_references(
     classes = np.empty(n, dtype=np.intp)
     classes[rng.permutation(n)] = np.arange(n) * params.n_classes // n  # near-equal random subsets
     halves = rng.integers(0, 2, size=n)
-    if params.keep_angles and data.angles_deg is not None:
+    if _uses_metadata_poses(params) and data.angles_deg is not None:
         angles = data.angles_deg
     else:
         angles = random_orientations(rng, n)
@@ -559,6 +588,42 @@ def _random_references(
     return postprocess(spectra, setup.soft_mask)
 
 
+def _only_average(data: SubtomogramSet, params: MLParams, setup: _Setup, dispatch: _Dispatch) -> MLState:
+    """``--only_average``: each class the average of its particles at their metadata poses, with the
+    observed-region masks summed (not the last one kept), in one iteration from empty references."""
+    n, n_classes = len(data), params.n_classes
+    classes = np.zeros(n, dtype=np.intp) if data.classes is None else np.asarray(data.classes)
+    assert data.angles_deg is not None  # _check_metadata_poses
+    grid = OrientationGrid(data.angles_deg, euler_to_matrix(*data.angles_deg.T))
+    halves = _rng(params, params.istart, 1).integers(0, 2, size=n)
+    shifts = _metadata_shifts(data, params) * setup.scale
+    shared = [classes, halves, grid.matrices, shifts, data.region_index, setup, n_classes]
+    parts = _map_chunks(_average_chunk, data, params, shared, dispatch, f"iteration {params.istart}")
+    sums, coverage = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    particles = ParticleResults(np.arange(n), classes, np.arange(n), shifts, np.ones(n), np.zeros(n))
+    stats = SufficientStats(
+        sums=sums,
+        model_sums=np.zeros_like(sums[0]),
+        coverage=coverage,
+        class_weights=np.bincount(classes, minlength=n_classes).astype(np.float64),
+        noise_sum=0.0,
+        offset_sum=0.0,
+        pmax_sum=float(n),
+        log_likelihood=0.0,
+        observed_components=float(np.array([full_grid_sum(m) for m in setup.masks])[data.region_index].sum()),
+        particles=particles,
+    )
+    empty = MLState(
+        iteration=params.istart - 1,
+        references=np.zeros((n_classes, *(setup.size,) * 3)),
+        fractions=np.full(n_classes, 1.0 / n_classes),
+        sigma_noise=params.noise_sigma * setup.scale**1.5,
+        sigma_offset_px=params.offset_sigma_px * setup.scale,
+        scale=setup.scale,
+    )
+    return replace(_maximise(data, params, setup, empty, stats, grid, params.istart), converged=True)
+
+
 def _weighted_average(
     sums: NDArray[np.complexfloating], coverage: NDArray[np.floating], params: MLParams, setup: _Setup
 ) -> NDArray[np.float64]:
@@ -566,8 +631,14 @@ def _weighted_average(
     return postprocess(thresholded_average(sums, coverage, params.noimp_threshold), setup.soft_mask)
 
 
+def _uses_metadata_poses(params: MLParams) -> bool:
+    """The starting averages take the metadata angles and shifts (``--keep_angles``, and every search
+    around or at the metadata poses)."""
+    return params.keep_angles or not params.global_search
+
+
 def _metadata_shifts(data: SubtomogramSet, params: MLParams) -> NDArray[np.float64]:
-    if params.keep_angles and data.shifts_px is not None:
+    if _uses_metadata_poses(params) and data.shifts_px is not None:
         return np.asarray(data.shifts_px, dtype=np.float64)
     return np.zeros((len(data), 3))
 
@@ -780,7 +851,7 @@ def _apply_regroup(
 # one iteration
 
 
-def _grid(params: MLParams, iteration: int) -> OrientationGrid:
+def _grid(params: MLParams, iteration: int, *, perturbed: bool = True) -> OrientationGrid:
     grid = orientation_grid(
         params.ang_deg,
         params.psi_sampling_deg,
@@ -788,9 +859,91 @@ def _grid(params: MLParams, iteration: int) -> OrientationGrid:
         params.tiltf_deg,
         params.small_angle,
     )
-    if params.perturb:
+    if params.perturb and perturbed:
         grid = perturb_grid(grid, perturbation_matrix(_rng(params, iteration, 2), params.ang_deg))
     return grid
+
+
+@dataclass(frozen=True)
+class _RestrictedSearch:
+    """Orientations scored particle by particle, when not every particle meets the whole grid.
+
+    With ``centres`` (``--ang_search``) a particle takes the grid orientations near its metadata angles
+    (:func:`~napari_mltomo.core.sampling.local_neighbourhoods` on the unperturbed grid, so a
+    perturbation moves a neighbourhood but does not change it); without (``--dont_rotate``,
+    ``--dont_align``) the grid is the particles' metadata orientations and each takes its own. Each
+    chunk's bank holds only the orientations its particles take.
+    """
+
+    references: NDArray[np.float64]
+    grid: OrientationGrid
+    neighbourhood_angles: NDArray[np.float64]
+    centres: NDArray[np.float64] | None = None
+    search_deg: float = 0.0
+    limit_psi: bool = True
+
+    def allowed(self, indices: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """``(len(indices), len(grid))``: the orientations each particle of ``indices`` takes."""
+        if self.centres is None:
+            return indices[:, None] == np.arange(len(self.grid))[None, :]
+        return local_neighbourhoods(
+            self.neighbourhood_angles, self.centres[indices], self.search_deg, self.limit_psi
+        )
+
+    def estep(self, chunk: ParticleChunk, masks: NDArray[np.bool_], model: EStepModel) -> SufficientStats:
+        """:func:`estep_chunk` against a bank of the orientations the chunk takes."""
+        allowed = self.allowed(chunk.indices)
+        used = np.nonzero(allowed.any(axis=0))[0]
+        bank = ReferenceBank(self.references, self.grid.matrices[used], masks)
+        stats = estep_chunk(replace(chunk, allowed=allowed[:, used]), bank, model)
+        return _with_particles(stats, orientations=used[stats.particles.orientations])
+
+
+def _with_particles(stats: SufficientStats, **changes: Any) -> SufficientStats:
+    return replace(stats, particles=replace(stats.particles, **changes))
+
+
+def _focused_references(state: MLState, setup: _Setup) -> NDArray[np.float64]:
+    """The references the E-step compares with: times ``--mask`` if given."""
+    return state.references if setup.focus_mask is None else state.references * setup.focus_mask
+
+
+def _search(
+    data: SubtomogramSet, params: MLParams, setup: _Setup, references: NDArray[np.float64], iteration: int
+) -> tuple[OrientationGrid, ReferenceBank | _RestrictedSearch]:
+    """This iteration's orientations: the shared bank of the whole grid, or a restricted search."""
+    if params.global_search:
+        grid = _grid(params, iteration)
+        return grid, ReferenceBank(references, grid.matrices, setup.masks, threads=params.threads)
+    assert data.angles_deg is not None  # _check_metadata_poses
+    if params.ang_search_deg <= 0:  # --dont_rotate, --dont_align
+        grid = OrientationGrid(data.angles_deg, euler_to_matrix(*data.angles_deg.T))
+        return grid, _RestrictedSearch(references, grid, grid.angles_deg)
+    grid = _grid(params, iteration)
+    search = _RestrictedSearch(
+        references,
+        grid,
+        _grid(params, iteration, perturbed=False).angles_deg,
+        data.angles_deg,
+        params.ang_search_deg,
+        params.limit_psi,
+    )
+    return grid, search
+
+
+def _focused(
+    spectra: NDArray[np.complex64],
+    matrices: NDArray[np.float64],
+    region_index: NDArray[np.intp],
+    setup: _Setup,
+) -> NDArray[np.complex64]:
+    """Aligned particle spectra times ``--mask`` turned into each particle's frame (``mask(A q)``),
+    observed regions re-imposed."""
+    assert setup.focus_mask is not None
+    volumes = sfft.irfftn(spectra, s=(setup.size,) * 3, axes=AXES3)
+    for row, matrix in enumerate(matrices):
+        volumes[row] *= rotate_volumes(setup.focus_mask[None], matrix.T)[0]
+    return (sfft.rfftn(volumes, axes=AXES3) * setup.masks[region_index]).astype(np.complex64)
 
 
 def _estep_task(
@@ -799,12 +952,26 @@ def _estep_task(
     halves: NDArray[np.intp],
     region_index: NDArray[np.intp],
     setup: _Setup,
-    bank: ReferenceBank,
+    search: ReferenceBank | _RestrictedSearch,
     model: EStepModel,
+    fixed_shifts: NDArray[np.float64] | None,
 ) -> SufficientStats:
+    """The E-step of one chunk; ``fixed_shifts`` (``--dont_align``, internal pixels) are applied to the
+    particles first and added to the shifts found."""
     spectra = _observed_particles(volumes, indices, region_index, setup)
+    if fixed_shifts is not None:
+        for row, i in enumerate(indices):
+            spectra[row] *= shift_phases(fixed_shifts[i], setup.size).astype(np.complex64)
+    if setup.focus_mask is not None:
+        assert isinstance(search, _RestrictedSearch)  # --mask comes with --dont_align
+        spectra = _focused(spectra, search.grid.matrices[indices], region_index[indices], setup)
     chunk = ParticleChunk(indices, spectra, region_index[indices], halves[indices])
-    return estep_chunk(chunk, bank, model)
+    if isinstance(search, ReferenceBank):
+        return estep_chunk(chunk, search, model)
+    stats = search.estep(chunk, setup.masks, model)
+    if fixed_shifts is None:
+        return stats
+    return _with_particles(stats, shifts_px=stats.particles.shifts_px + fixed_shifts[indices])
 
 
 def _iterate(
@@ -822,10 +989,10 @@ def _iterate(
     """One EM iteration (``stage`` names it in progress reports); ``temperature > 1`` flattens the
     posteriors (likelihoods to the power ``1/T``). ``exact=False`` is the start-up's reference update
     (see :func:`_maximise`)."""
-    grid = _grid(params, iteration)
+    grid, search = _search(data, params, setup, _focused_references(state, setup), iteration)
     log_prior, shift_sq = translation_log_prior(
         setup.size,
-        state.sigma_offset_px,
+        0.0 if params.dont_align else state.sigma_offset_px,
         params.limit_trans_px * setup.scale if params.limit_trans_px >= 0 else -1.0,
     )
     with np.errstate(divide="ignore"):
@@ -838,10 +1005,11 @@ def _iterate(
         regions=data.regions,
         within_resolution=setup.within_resolution,
         significance=params.significance,
+        max_cc=params.max_cc,
     )
-    bank = ReferenceBank(state.references, grid.matrices, setup.masks, threads=params.threads)
     halves = _rng(params, iteration, 1).integers(0, 2, size=len(data))
-    shared = [halves, data.region_index, setup, bank, model]
+    fixed_shifts = _metadata_shifts(data, params) * setup.scale if params.dont_align else None
+    shared = [halves, data.region_index, setup, search, model, fixed_shifts]
     parts = _map_chunks(_estep_task, data, params, shared, dispatch, stage)
     stats = functools.reduce(operator.add, parts)
     return _maximise(data, params, setup, state, stats, grid, iteration, exact=exact)
@@ -866,7 +1034,7 @@ def _maximise(
     weights = stats.class_weights
     old_spectra = sfft.rfftn(state.references, axes=AXES3)
     coverage = stats.coverage.sum(axis=0)
-    if params.dont_impute:
+    if params.dont_impute or params.correlation_only:
         spectra = thresholded_average(stats.sums.sum(axis=0), coverage, params.noimp_threshold)
     else:
         spectra = impute_references(
@@ -878,11 +1046,14 @@ def _maximise(
             params.impute_iter,
         )
     fractions = state.fractions if params.fix_fractions else update_fractions(weights)
-    sigma_offset = state.sigma_offset_px if params.fix_sigma_offset else update_offset(stats)
+    fixed_offset = params.fix_sigma_offset or params.dont_align or params.correlation_only
+    sigma_offset = state.sigma_offset_px if fixed_offset else update_offset(stats)
     sigma = state.sigma_noise
-    if params.dont_impute and not params.fix_sigma_noise:
+    if params.fix_sigma_noise or params.correlation_only:
+        pass
+    elif params.dont_impute:
         sigma = sigma_noise_without_imputation(stats)
-    elif not params.fix_sigma_noise:
+    else:
         sigma = update_sigma_noise(sigma, stats, setup.observed_per_particle, params.impute_iter)
     curves = class_fsc(stats.sums, stats.coverage)
     shells = np.array([resolution_from_fsc(c) for c in curves])

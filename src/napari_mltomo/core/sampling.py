@@ -2,8 +2,7 @@
 
 Directions are unit ``(x, y, z)`` vectors. Every orientation is the matrix ``A`` of a particle
 (Xmipp ZYZ, see :mod:`napari_mltomo.core.geometry`) with its ``(rot, tilt, psi)`` in degrees.
-Symmetry reduction and local searches are not implemented yet; they will be added as further
-direction filters in :func:`orientation_grid`.
+:func:`local_neighbourhoods` restricts a grid to the neighbourhood of each particle's input angles.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from .geometry import euler_to_matrix, matrix_to_euler
 __all__ = [
     "SMALL_ANGLE_DEG",
     "OrientationGrid",
+    "local_neighbourhoods",
     "orientation_grid",
     "perturb_grid",
     "perturbation_matrix",
@@ -152,6 +152,54 @@ def orientation_grid(
         axis=-1,
     )
     return OrientationGrid(angles_deg, euler_to_matrix(*angles_deg.T))
+
+
+def local_neighbourhoods(
+    grid_angles_deg: NDArray[np.float64],
+    centre_angles_deg: NDArray[np.float64],
+    search_deg: float,
+    limit_psi: bool = True,
+) -> NDArray[np.bool_]:
+    """The grid orientations within a local search range of each centre (``--ang_search``).
+
+    A grid orientation is a neighbour of a centre when their directions (the third rows of their
+    matrices) are less than ``search_deg`` apart and, with ``limit_psi``, their psi angles differ by at
+    most ``search_deg``; near the poles (tilt within ``1.1 * search_deg`` of 0 or 180), where rot and psi
+    mix, any psi is accepted.
+
+    Parameters
+    ----------
+    grid_angles_deg : (n_ang, 3) ndarray
+        ``(rot, tilt, psi)`` of the grid.
+    centre_angles_deg : (n, 3) ndarray
+        ``(rot, tilt, psi)`` of each particle's input orientation.
+    search_deg : float
+        Search range ``--ang_search`` in degrees.
+    limit_psi : bool
+        Restrict psi (off with ``--dont_limit_psirange``).
+
+    Returns
+    -------
+    (n, n_ang) ndarray of bool
+    """
+    grid, centres = np.radians(grid_angles_deg), np.radians(centre_angles_deg)
+    near = _directions(centres) @ _directions(grid).T > np.cos(np.radians(search_deg))
+    if not limit_psi:
+        return near
+    polar = np.abs(_wrap(grid_angles_deg[:, 1], -90.0, 90.0)) < 1.1 * search_deg
+    psi_gap = np.abs(_wrap(centre_angles_deg[:, None, 2] - grid_angles_deg[None, :, 2], -180.0, 180.0))
+    return near & (polar | (psi_gap <= search_deg))
+
+
+def _directions(angles_rad: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Unit directions ``(cos rot sin tilt, sin rot sin tilt, cos tilt)`` of ``(n, 3)`` Euler angles."""
+    rot, tilt = angles_rad[:, 0], angles_rad[:, 1]
+    return np.stack([np.cos(rot) * np.sin(tilt), np.sin(rot) * np.sin(tilt), np.cos(tilt)], axis=-1)
+
+
+def _wrap(value: NDArray[np.float64], low: float, high: float) -> NDArray[np.float64]:
+    """``value`` brought into ``[low, high)`` by whole periods ``high - low``."""
+    return value - np.floor((value - low) / (high - low)) * (high - low)
 
 
 def perturbation_matrix(rng: np.random.Generator, ang_deg: float) -> NDArray[np.float64]:

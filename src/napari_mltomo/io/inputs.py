@@ -94,6 +94,7 @@ class RunInputs:
     region_index: NDArray[np.intp] | None
     reference_files: tuple[str, ...]
     reference_weights: NDArray[np.float64] | None
+    focus_mask: NDArray[np.float32] | None
     restart: Path | None
     workers: int | None
     scheduler: str | None
@@ -108,6 +109,8 @@ class RunInputs:
             self.region_index,
             self.images.float_columns(ANGLE_LABELS),
             self.images.float_columns(SHIFT_LABELS),
+            _metadata_classes(self.images) if self.params.only_average else None,
+            self.focus_mask,
         )
 
     def start_model(self) -> StartModel | None:
@@ -177,7 +180,9 @@ def read_inputs(values: Mapping[str, Any], command_line: str) -> RunInputs:
     fixed = {"escape": 0} if reference_files or option["keep_angles"] else {}  # it is for random starts
     params = params_from_options(
         option,
-        n_classes=_n_classes(option["nref"], option["ref"], reference_files),
+        n_classes=_n_classes(
+            option["nref"], option["ref"], reference_files, images, bool(option["only_average"])
+        ),
         fractions=None if restart is not None else fractions,  # a restart keeps its fractions
         pixel_size_A=pixel_size,
         **fixed,
@@ -193,6 +198,7 @@ def read_inputs(values: Mapping[str, Any], command_line: str) -> RunInputs:
         region_index=region_index,
         reference_files=reference_files,
         reference_weights=reference_weights,
+        focus_mask=_focus_mask(option["mask"], box_size),
         restart=None if restart is None else Path(restart),
         workers=option["workers"],
         scheduler=option["scheduler"],
@@ -292,7 +298,31 @@ def _reference_files(ref: str | None, box_size: int) -> tuple[tuple[str, ...], N
     return files, weights
 
 
-def _n_classes(nref: int, ref: str | None, reference_files: tuple[str, ...]) -> int:
+def _focus_mask(path: str | None, box_size: int) -> NDArray[np.float32] | None:
+    """``--mask``: a cube of the particle box with values in [0, 1]."""
+    if path is None:
+        return None
+    mask = read_volume(path)
+    if mask.shape != (box_size,) * 3:
+        raise ParameterError(f"--mask {path}: is {mask.shape}, the particles are {(box_size,) * 3}")
+    if not (np.all(np.isfinite(mask)) and mask.min() >= 0.0 and mask.max() <= 1.0):
+        raise ParameterError(f"--mask {path}: values must lie in [0, 1] (1 = classify, 0 = ignore)")
+    return mask
+
+
+def _metadata_classes(images: MetaData) -> NDArray[np.intp]:
+    """0-based classes from the ``ref`` column; all 0 if any image has none (``--only_average``)."""
+    refs = images.float_columns(["ref"])
+    if refs is None or not np.all(np.isfinite(refs)) or refs.min() < 1:
+        return np.zeros(len(images), dtype=np.intp)
+    return refs[:, 0].astype(np.intp) - 1
+
+
+def _n_classes(
+    nref: int, ref: str | None, reference_files: tuple[str, ...], images: MetaData, only_average: bool
+) -> int:
+    if only_average:
+        return int(_metadata_classes(images).max()) + 1
     if reference_files:
         if nref not in (0, len(reference_files)):
             raise ParameterError(
@@ -323,12 +353,14 @@ def _fractions(text: str | None) -> tuple[float, ...] | None:
 
 
 def _check_angles(params: MLParams, images: MetaData, input_path: str) -> None:
-    if not params.keep_angles:
+    """Options that start from or search around the metadata angles need them for every image."""
+    needing = params.angle_options
+    if not needing:
         return
     if not all(label in images for label in ANGLE_LABELS):
         raise ParameterError(
-            f"--keep_angles needs angleRot, angleTilt and anglePsi in -i or --doc; {input_path} has none"
+            f"{needing[0]} needs angleRot, angleTilt and anglePsi in -i or --doc; {input_path} has none"
         )
     angles = images.float_columns(ANGLE_LABELS)
     if angles is None or not np.all(np.isfinite(angles)):
-        raise ParameterError(f"--keep_angles: some images of {input_path} have no angles")
+        raise ParameterError(f"{needing[0]}: some images of {input_path} have no angles")
