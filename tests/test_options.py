@@ -10,11 +10,9 @@ from napari_mltomo.cli import _build_parser
 from napari_mltomo.core.params import (
     OPTIONS,
     MLParams,
-    ParameterError,
     default_values,
     options_to_argv,
     params_from_options,
-    refuse_unimplemented,
 )
 
 
@@ -52,9 +50,3 @@ def test_argv_round_trip(values: dict[str, object]) -> None:
     parser, _ = _build_parser()
     parsed = vars(parser.parse_args(options_to_argv(values)))
     assert parsed == {**default_values(), **values}
-
-
-def test_unimplemented_options_are_named_in_table_order() -> None:
-    with pytest.raises(ParameterError, match=r"^--sym d2 is not implemented yet$"):
-        refuse_unimplemented({"mask": "m.vol", "sym": "d2", "maxCC": True, "ang_search": 20.0})
-    refuse_unimplemented({"sym": "C1", "ang_search": 0.0})  # the defaults, spelt otherwise

@@ -138,7 +138,7 @@ def test_cancel_leaves_a_run_that_restarts_to_the_same_result(
     [
         ({"ang": "abc"}, "argument --ang: invalid float value: 'abc'"),
         ({"eps": ""}, "argument --eps: expected one argument"),
-        ({"dont_align": True}, "--dont_align is not implemented yet"),
+        ({"sym": "c0"}, "--sym c0: unknown symmetry group; use c1, cN, dN, t, o or i"),
         ({"ang": "50"}, "--ang must be in (0, 42] degrees, got 50.0"),
         ({"input": "missing.xmd"}, "missing.xmd: No such file or directory"),
     ],

@@ -144,8 +144,7 @@ def parse_command(argv: Sequence[str]) -> RunInputs:
     UsageError
         For an unknown or malformed option.
     ParameterError
-        For an invalid value or combination, or an option not implemented yet; the message starts
-        with the option.
+        For an invalid value or combination; the message starts with the option.
     MetadataError, VolumeError, FileNotFoundError
         For a missing or malformed file; the message names it.
     """

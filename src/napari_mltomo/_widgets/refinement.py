@@ -86,7 +86,6 @@ def _field(option: Option) -> ValueWidget:
     else:
         text = "" if option.default is None else str(option.default)
         field = LineEdit(name=option.name, label=label, value=text, tooltip=tooltip)
-    field.enabled = option.implemented
     return field
 
 

@@ -3,9 +3,8 @@ the validated parameters object the engine takes.
 
 :data:`OPTIONS` declares every option once (flag, group, type, default, help and what it sets in
 :class:`MLParams`); ``argparse`` and the magicgui widget are generated from it, so their defaults cannot
-drift. :func:`params_from_options` turns option values into :class:`MLParams`, :func:`refuse_unimplemented`
-gives the one message for options that are not implemented yet, and :func:`options_to_argv` writes the
-equivalent ``ml_tomo`` arguments.
+drift. :func:`params_from_options` turns option values into :class:`MLParams`, and :func:`options_to_argv`
+writes the equivalent ``ml_tomo`` arguments.
 """
 
 from __future__ import annotations
@@ -13,6 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .symmetry import symmetry_matrices
 
 __all__ = [
     "GROUPS",
@@ -23,7 +27,6 @@ __all__ = [
     "default_values",
     "options_to_argv",
     "params_from_options",
-    "refuse_unimplemented",
 ]
 
 
@@ -53,6 +56,7 @@ class MLParams:
     dont_align: bool = False
     only_average: bool = False
     max_cc: bool = False
+    symmetry: str = "c1"
     perturb: bool = False
     limit_trans_px: float = -1.0
     dim: int | None = None
@@ -103,6 +107,10 @@ class MLParams:
                 f"must be at least --ang ({self.ang_deg}) so that every particle has a neighbour, "
                 f"got {self.ang_search_deg}",
             )
+        try:
+            symmetry_matrices(self.symmetry)
+        except ValueError as error:
+            raise ParameterError(str(error)) from None
         _require(0.0 < self.maxres <= 0.5, "--maxres", f"must be in (0, 0.5] 1/pixel, got {self.maxres}")
         if self.dim is not None:
             _require(self.dim >= 8, "--dim", f"must be at least 8 voxels, got {self.dim}")
@@ -128,6 +136,11 @@ class MLParams:
                 "--frac",
                 "fractions must be >= 0 and not all zero",
             )
+
+    @property
+    def symmetry_group(self) -> NDArray[np.float64]:
+        """The ``(G, 3, 3)`` rotations of ``--sym``, identity first."""
+        return symmetry_matrices(self.symmetry)
 
     @property
     def correlation_only(self) -> bool:
@@ -191,8 +204,6 @@ class Option:
         The :class:`MLParams` field it sets directly (None: the inputs reader uses it).
     convert : callable or None
         Option value -> field value (for example ``-1`` -> None).
-    implemented : bool
-        False: refused with "not implemented yet" when given a value other than the default.
     widget : bool
         Shown in the widget (``--quiet`` is a command-line matter).
     """
@@ -206,7 +217,6 @@ class Option:
     path: Literal["r", "w"] | None = None
     field: str | None = None
     convert: Callable[[Any], Any] | None = None
-    implemented: bool = True
     widget: bool = True
 
     @property
@@ -216,12 +226,15 @@ class Option:
 
     @property
     def help_text(self) -> str:
-        """The help line with the default appended (switches and options without a default have none),
-        and "not implemented yet" where that is so."""
-        text = self.help
-        if self.kind is not bool and self.default is not None:
-            text += f" (default: {self.default})"
-        return text if self.implemented else f"{text} (not implemented yet)"
+        """The help line with the default appended: ``off`` for a switch, ``none`` for an option that is
+        not given by default (unless the line already says what happens then)."""
+        if "(default:" in self.help:
+            return self.help
+        if self.kind is bool:
+            default = "on" if self.default else "off"
+        else:
+            default = "none" if self.default is None else self.default
+        return f"{self.help} (default: {default})"
 
 
 def _unset_if_negative(value: float) -> float | None:
@@ -327,10 +340,10 @@ OPTIONS: tuple[Option, ...] = (
         ("--sym",),
         str,
         "c1",
-        "Symmetry group (only c1 is implemented yet)",
+        "Symmetry group: c1, cN, dN, t, o or i (Xmipp's axes)",
         _OTHERS,
         "GROUP",
-        implemented=False,
+        field="symmetry",
     ),
     Option(
         ("--dim",),
@@ -505,28 +518,6 @@ _BY_NAME = {option.name: option for option in OPTIONS}
 def default_values() -> dict[str, Any]:
     """Every option's name -> its default."""
     return {option.name: option.default for option in OPTIONS}
-
-
-def refuse_unimplemented(values: Mapping[str, Any]) -> None:
-    """Raise one :class:`ParameterError` naming every option given that is not implemented yet."""
-    refused = []
-    for option in OPTIONS:
-        value = values.get(option.name, option.default)
-        if option.implemented or _same(value, option.default):
-            continue
-        named = option.kind is str and option.path is None  # --sym D2: say which group
-        refused.append(f"{option.flags[-1]} {value}" if named else option.flags[-1])
-    if refused:
-        verb = "is" if len(refused) == 1 else "are"
-        raise ParameterError(f"{', '.join(refused)} {verb} not implemented yet")
-
-
-def _same(value: Any, default: Any) -> bool:
-    if isinstance(value, str) and isinstance(default, str):
-        return value.lower() == default.lower()
-    if isinstance(default, float) and value is not None and default < 0:
-        return value <= 0  # a negative range means "off", as the original reads it
-    return value == default
 
 
 def params_from_options(values: Mapping[str, Any], **fixed: Any) -> MLParams:

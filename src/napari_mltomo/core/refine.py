@@ -37,6 +37,7 @@ from .geometry import (
     euler_to_matrix,
     flatten_outside_sphere,
     fourier_stencil,
+    matrix_to_euler,
     oversampled_masks,
     oversampled_shape,
     rotate_masks,
@@ -69,6 +70,7 @@ from .sampling import (
     perturbation_matrix,
     random_orientations,
 )
+from .symmetry import orientation_copies, symmetrise
 
 __all__ = [
     "ChunkProgress",
@@ -281,6 +283,15 @@ class _Setup:
     masks: NDArray[np.bool_]  # (R, N, N, N//2+1) in the particle frame
     observed_per_particle: float
     focus_mask: NDArray[np.float64] | None = None  # (N, N, N) in the reference frame, 0 outside the sphere
+    symmetry: NDArray[np.float64] = field(default_factory=lambda: np.eye(3)[None])  # (G, 3, 3)
+
+    def finish(self, spectra: NDArray[np.complexfloating]) -> NDArray[np.float64]:
+        """References from their spectra: post-processed (:func:`postprocess`) and symmetrised."""
+        return self.symmetrised(postprocess(spectra, self.soft_mask))
+
+    def symmetrised(self, references: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``references`` averaged over the point group (unchanged for c1)."""
+        return references if len(self.symmetry) == 1 else symmetrise(references, self.symmetry)
 
 
 def _make_setup(data: SubtomogramSet, params: MLParams) -> _Setup:
@@ -291,7 +302,16 @@ def _make_setup(data: SubtomogramSet, params: MLParams) -> _Setup:
     if data.focus_mask is not None:
         focus = np.clip(fourier_rescale(np.asarray(data.focus_mask, dtype=np.float32), size), 0.0, 1.0)
         focus = focus.astype(np.float64) * sphere_mask(size)
-    return _Setup(size, size / data.box_size, soft, within, masks, float(full_grid_sum(within)), focus)
+    return _Setup(
+        size,
+        size / data.box_size,
+        soft,
+        within,
+        masks,
+        float(full_grid_sum(within)),
+        focus,
+        params.symmetry_group,
+    )
 
 
 def iter_refine(
@@ -495,7 +515,7 @@ def _starting_state(
     offset = start.sigma_offset_px
     if offset is None:
         offset = params.offset_sigma_px * setup.scale
-    references = np.asarray(start.references, dtype=np.float64)
+    references = setup.symmetrised(np.asarray(start.references, dtype=np.float64))
     unregularised = None
     if start.iteration == 0 and params.istart == 1 and params.regularisation(0) > 0:
         unregularised = references
@@ -585,7 +605,7 @@ def _random_references(
     if params.filter_initial:
         shells = np.array([resolution_from_fsc(curve) for curve in class_fsc(sums, coverage)])
         spectra = resolution_filter(spectra, shells, setup.scale)
-    return postprocess(spectra, setup.soft_mask)
+    return setup.finish(spectra)
 
 
 def _only_average(data: SubtomogramSet, params: MLParams, setup: _Setup, dispatch: _Dispatch) -> MLState:
@@ -628,7 +648,7 @@ def _weighted_average(
     sums: NDArray[np.complexfloating], coverage: NDArray[np.floating], params: MLParams, setup: _Setup
 ) -> NDArray[np.float64]:
     """The post-processed volume ``S / W`` of aligned particles, 0 where ``W <= --noimp_threshold``."""
-    return postprocess(thresholded_average(sums, coverage, params.noimp_threshold), setup.soft_mask)
+    return setup.finish(thresholded_average(sums, coverage, params.noimp_threshold))
 
 
 def _uses_metadata_poses(params: MLParams) -> bool:
@@ -858,6 +878,7 @@ def _grid(params: MLParams, iteration: int, *, perturbed: bool = True) -> Orient
         params.tilt0_deg,
         params.tiltf_deg,
         params.small_angle,
+        params.symmetry_group,
     )
     if params.perturb and perturbed:
         grid = perturb_grid(grid, perturbation_matrix(_rng(params, iteration, 2), params.ang_deg))
@@ -869,10 +890,12 @@ class _RestrictedSearch:
     """Orientations scored particle by particle, when not every particle meets the whole grid.
 
     With ``centres`` (``--ang_search``) a particle takes the grid orientations near its metadata angles
-    (:func:`~napari_mltomo.core.sampling.local_neighbourhoods` on the unperturbed grid, so a
-    perturbation moves a neighbourhood but does not change it); without (``--dont_rotate``,
-    ``--dont_align``) the grid is the particles' metadata orientations and each takes its own. Each
-    chunk's bank holds only the orientations its particles take.
+    or near any of their symmetry copies (:func:`~napari_mltomo.core.sampling.local_neighbourhoods` on
+    the unperturbed grid, so a perturbation moves a neighbourhood but does not change it; under a
+    point group directions and psi are compared on the transposed matrices, whose directions span the
+    asymmetric unit). Without (``--dont_rotate``, ``--dont_align``) the grid is the particles' metadata
+    orientations and each takes its own. Each chunk's bank holds only the orientations its particles
+    take.
     """
 
     references: NDArray[np.float64]
@@ -881,14 +904,18 @@ class _RestrictedSearch:
     centres: NDArray[np.float64] | None = None
     search_deg: float = 0.0
     limit_psi: bool = True
+    symmetry: NDArray[np.float64] = field(default_factory=lambda: np.eye(3)[None])
 
     def allowed(self, indices: NDArray[np.intp]) -> NDArray[np.bool_]:
         """``(len(indices), len(grid))``: the orientations each particle of ``indices`` takes."""
         if self.centres is None:
             return indices[:, None] == np.arange(len(self.grid))[None, :]
-        return local_neighbourhoods(
-            self.neighbourhood_angles, self.centres[indices], self.search_deg, self.limit_psi
-        )
+        centres = self.centres[indices]
+        if len(self.symmetry) > 1:
+            copies = orientation_copies(euler_to_matrix(*centres.T), self.symmetry)
+            centres = matrix_to_euler(np.swapaxes(copies, -1, -2)).reshape(-1, 3)
+        near = local_neighbourhoods(self.neighbourhood_angles, centres, self.search_deg, self.limit_psi)
+        return near.reshape(len(indices), -1, len(self.grid)).any(axis=1)
 
     def estep(self, chunk: ParticleChunk, masks: NDArray[np.bool_], model: EStepModel) -> SufficientStats:
         """:func:`estep_chunk` against a bank of the orientations the chunk takes."""
@@ -919,14 +946,11 @@ def _search(
     if params.ang_search_deg <= 0:  # --dont_rotate, --dont_align
         grid = OrientationGrid(data.angles_deg, euler_to_matrix(*data.angles_deg.T))
         return grid, _RestrictedSearch(references, grid, grid.angles_deg)
-    grid = _grid(params, iteration)
+    grid, base = _grid(params, iteration), _grid(params, iteration, perturbed=False)
+    group = params.symmetry_group
+    frame = base.angles_deg if len(group) == 1 else matrix_to_euler(np.swapaxes(base.matrices, 1, 2))
     search = _RestrictedSearch(
-        references,
-        grid,
-        _grid(params, iteration, perturbed=False).angles_deg,
-        data.angles_deg,
-        params.ang_search_deg,
-        params.limit_psi,
+        references, grid, frame, data.angles_deg, params.ang_search_deg, params.limit_psi, group
     )
     return grid, search
 
@@ -1059,7 +1083,7 @@ def _maximise(
     shells = np.array([resolution_from_fsc(c) for c in curves])
     if params.filter_references:
         spectra = resolution_filter(spectra, shells, setup.scale)
-    references = postprocess(spectra, setup.soft_mask)
+    references = setup.finish(spectra)
     unregularised = None
     if params.regularisation(iteration) > 0:
         unregularised = references

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .geometry import euler_to_matrix, matrix_to_euler
+from .symmetry import asymmetric_unit
 
 __all__ = [
     "SMALL_ANGLE_DEG",
@@ -112,8 +113,13 @@ def orientation_grid(
     tilt0_deg: float = 0.0,
     tiltF_deg: float = 180.0,
     small_angle: bool = True,
+    symmetry: NDArray[np.float64] | None = None,
 ) -> OrientationGrid:
     """Global search grid: every direction of :func:`sphere_directions` times every psi.
+
+    Under a point group the orientations are ``A = E(rot, tilt, psi)^T`` for the directions of the
+    asymmetric unit only: ``A e_z`` is the direction, and the equivalent orientations ``R_g A`` move it
+    to its symmetry copies, so each class of equivalent orientations is sampled about once.
 
     Parameters
     ----------
@@ -126,12 +132,14 @@ def orientation_grid(
         degrees in [0, 180].
     small_angle : bool
         Add 2.75 degrees to every psi (off with ``--no_SMALLANGLE``).
+    symmetry : (G, 3, 3) ndarray, optional
+        The point group's rotations (:func:`~napari_mltomo.core.symmetry.symmetry_matrices`).
 
     Returns
     -------
     OrientationGrid
-        ``n_directions * ceil(360 / psi_sampling_deg)`` orientations ``A = E(rot, tilt, psi_j)``,
-        ordered direction by direction with psi varying fastest (C1 symmetry).
+        ``n_directions * ceil(360 / psi_sampling_deg)`` orientations ``A = E(rot, tilt, psi_j)``
+        (C1; the transposes under a group), ordered direction by direction with psi varying fastest.
 
     Raises
     ------
@@ -141,6 +149,8 @@ def orientation_grid(
     directions = sphere_directions(ang_deg)
     psi_deg = _psi_angles(ang_deg if psi_sampling_deg is None else psi_sampling_deg, small_angle)
     directions = directions[_in_tilt_window(directions, tilt0_deg, tiltF_deg)]
+    if symmetry is not None and len(symmetry) > 1:
+        directions = directions[asymmetric_unit(directions, symmetry)]
     rot_deg = np.degrees(np.arctan2(directions[:, 1], directions[:, 0]))
     tilt_deg = np.degrees(np.arccos(np.clip(directions[:, 2], -1.0, 1.0)))
     angles_deg = np.stack(
@@ -151,7 +161,11 @@ def orientation_grid(
         ],
         axis=-1,
     )
-    return OrientationGrid(angles_deg, euler_to_matrix(*angles_deg.T))
+    matrices = euler_to_matrix(*angles_deg.T)
+    if symmetry is not None and len(symmetry) > 1:
+        matrices = np.swapaxes(matrices, 1, 2)
+        angles_deg = matrix_to_euler(matrices)
+    return OrientationGrid(angles_deg, matrices)
 
 
 def local_neighbourhoods(

@@ -23,7 +23,6 @@ from napari_mltomo.core.params import (
     ParameterError,
     default_values,
     params_from_options,
-    refuse_unimplemented,
 )
 from napari_mltomo.core.refine import (
     StartModel,
@@ -152,12 +151,10 @@ def read_inputs(values: Mapping[str, Any], command_line: str) -> RunInputs:
     Raises
     ------
     ParameterError
-        For an invalid value or combination, or an option not implemented yet; the message starts
-        with the option.
+        For an invalid value or combination; the message starts with the option.
     MetadataError, VolumeError, FileNotFoundError
         For a missing or malformed file; the message names it.
     """
-    refuse_unimplemented(values)
     option = {**default_values(), **values}
     if option["input"] is None:
         raise ParameterError("the following arguments are required: -i")
