@@ -16,7 +16,7 @@ Computation (see ``docs/engine.md``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -58,8 +58,17 @@ _BANK_BATCH = 32
 
 
 @dataclass(frozen=True)
+class RotatedReferences:
+    """The references in a batch of orientations: ``(b, K, N, N, N//2+1)`` conjugate spectra and
+    ``(b, K, R)`` squared norms inside each missing region."""
+
+    conjugate_spectra: NDArray[np.complex64]
+    norms: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
 class ReferenceBank:
-    """References rotated into each orientation of the grid, as half-grid spectra.
+    """References rotated into each orientation of a list, as half-grid spectra.
 
     ``conjugate_spectra[a, k]`` is the complex conjugate of the spectrum of ``Rot[A_a^T] A_k``, rotated
     in Fourier space on a 2x oversampled grid (:func:`~napari_mltomo.core.geometry.fourier_stencil`).
@@ -73,38 +82,57 @@ class ReferenceBank:
     region_masks : (R, N, N, N//2+1) ndarray of bool
         Observed components of each missing region in the particle's own frame.
     threads : int
-        Orientation batches rotated and transformed in parallel.
+        Orientation batches rotated and transformed in parallel (with ``keep``).
+    keep : bool
+        Build every orientation once, here, and keep them (a bank shared by many chunks); otherwise
+        :meth:`rotated` builds the orientations asked for each time, so that only one batch is held.
     """
 
     references: NDArray[np.float64]
     matrices: NDArray[np.float64]
     region_masks: NDArray[np.bool_]
     threads: int = 1
-    conjugate_spectra: NDArray[np.complex64] = field(init=False, repr=False)
-    norms: NDArray[np.float64] = field(init=False, repr=False)
+    keep: bool = True
+    conjugate_spectra: NDArray[np.complex64] | None = field(init=False, repr=False, default=None)
+    norms: NDArray[np.float64] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
-        size = self.references.shape[-1]
-        inside, _ = zero_outside_sphere(self.references)
-        oversampled = oversampled_spectra(inside.astype(np.float32))
-        spectra = np.empty(
-            (len(self.matrices), len(self.references), *self.region_masks.shape[1:]), dtype=np.complex64
-        )
-
-        def fill(start: int) -> None:
-            for a in range(start, min(start + _BANK_BATCH, len(self.matrices))):
-                spectra[a] = fourier_stencil(self.matrices[a].T, size).apply(oversampled).conj()
-
-        starts = range(0, len(self.matrices), _BANK_BATCH)
+        if not self.keep:
+            return
+        self._oversampled  # noqa: B018 -- computed once, before the threads share it
+        batches = [slice(a, a + _BANK_BATCH) for a in range(0, len(self), _BANK_BATCH)]
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            list(pool.map(fill, starts))
-        object.__setattr__(self, "conjugate_spectra", spectra)
-        object.__setattr__(self, "norms", _masked_norms(spectra, self.region_masks, size))
+            parts = list(pool.map(self._build, batches))
+        object.__setattr__(self, "conjugate_spectra", np.concatenate([p.conjugate_spectra for p in parts]))
+        object.__setattr__(self, "norms", np.concatenate([p.norms for p in parts]))
+
+    @cached_property
+    def _oversampled(self) -> NDArray[np.complexfloating]:
+        inside, _ = zero_outside_sphere(self.references)
+        return oversampled_spectra(inside.astype(np.float32))
+
+    def _build(self, orientations: slice) -> RotatedReferences:
+        matrices = self.matrices[orientations]
+        spectra = np.empty((len(matrices), len(self.references), *self.region_masks.shape[1:]), np.complex64)
+        for a, matrix in enumerate(matrices):
+            spectra[a] = fourier_stencil(matrix.T, self.size).apply(self._oversampled).conj()
+        return RotatedReferences(spectra, _masked_norms(spectra, self.region_masks, self.size))
+
+    def rotated(self, orientations: slice) -> RotatedReferences:
+        """The references in orientations ``orientations`` (kept or built now)."""
+        if self.conjugate_spectra is None or self.norms is None:
+            return self._build(orientations)
+        return RotatedReferences(self.conjugate_spectra[orientations], self.norms[orientations])
 
     @property
     def size(self) -> int:
         """Box size ``N``."""
         return int(self.references.shape[-1])
+
+    @property
+    def n_classes(self) -> int:
+        """Number of references ``K``."""
+        return int(self.references.shape[0])
 
     def __len__(self) -> int:
         return len(self.matrices)
@@ -368,7 +396,7 @@ def estep_chunk(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel) ->
     posterior = np.exp(summaries.log_mass - log_norm[:, None, None])
     peak_max = summaries.peak.max(axis=(1, 2))
     significant = summaries.peak >= peak_max[:, None, None] + np.log(model.significance)
-    weights_at = _posterior_weights(chunk, bank, model, significant, log_norm - log_orientations)
+    weights_at = _posterior_weights(chunk, bank, model, log_norm + log_orientations)
     sums, model_sums, coverage, class_weights = _backward(chunk, bank, model, significant, weights_at)
     results = _particle_results(chunk, model, summaries, log_norm, peak_max, bank.size)
     return SufficientStats(
@@ -405,6 +433,18 @@ def _map_batches(
     return blocks
 
 
+def _rotated_blocks(
+    bank: ReferenceBank, allowed: NDArray[np.bool_]
+) -> Iterator[tuple[NDArray[np.intp], slice, RotatedReferences]]:
+    """The blocks of :func:`_map_batches` with their orientation batch's references, each batch
+    rotated once."""
+    current: tuple[slice, RotatedReferences] | None = None
+    for rows, batch in _map_batches(allowed, bank.n_classes, bank.size):
+        if current is None or current[0] != batch:
+            current = (batch, bank.rotated(batch))
+        yield rows, batch, current[1]
+
+
 def _correlations(
     spectra: NDArray[np.complex64], conjugate_references: NDArray[np.complex64], size: int
 ) -> NDArray[np.float32]:
@@ -425,11 +465,12 @@ def _centre_correlations(maps: NDArray[np.float32]) -> NDArray[np.float64]:
 
 
 def _half_power_sum(
-    chunk: ParticleChunk, bank: ReferenceBank, batch: slice, rows: slice | NDArray[np.intp] = slice(None)
+    chunk: ParticleChunk, norms: NDArray[np.float64], rows: slice | NDArray[np.intp] = slice(None)
 ) -> NDArray[np.float64]:
-    """``(a2_akm + xi_i) / 2``: the residual of a zero correlation, shape ``(n_rows, b, K)``."""
-    norms = bank.norms[batch][:, :, chunk.regions[rows]]  # (b, K, n_rows)
-    return 0.5 * (np.moveaxis(norms, 2, 0) + chunk.power[rows, None, None])
+    """``(a2_akm + xi_i) / 2`` for a batch's ``(b, K, R)`` norms: the residual of a zero correlation,
+    shape ``(n_rows, b, K)``."""
+    selected = norms[:, :, chunk.regions[rows]]  # (b, K, n_rows)
+    return 0.5 * (np.moveaxis(selected, 2, 0) + chunk.power[rows, None, None])
 
 
 def _log_weight_constant(
@@ -449,14 +490,14 @@ def _summarise_maps(
 ) -> _MapSummaries:
     """Pass 1: log-mass, peak, mean residual and mean |t|^2 of every allowed correlation map (log-mass
     and peak ``-inf``, the means 0, where not allowed)."""
-    shape = (len(chunk), len(bank), bank.references.shape[0])
+    shape = (len(chunk), len(bank), bank.n_classes)
     out = {name: np.zeros(shape) for name in ("log_mass", "peak", "mean_residual", "mean_shift_sq")}
     best_shift = np.zeros(shape, dtype=np.intp)
     inv_var = np.float32(1.0 / model.sigma_noise**2)
     log_prior = model.log_prior.ravel()
     shift_sq = model.shift_sq.ravel()
-    for rows, batch in _map_batches(allowed, shape[2], bank.size):
-        maps = _correlations(chunk.spectra[rows], bank.conjugate_spectra[batch], bank.size)
+    for rows, batch, rotated in _rotated_blocks(bank, allowed):
+        maps = _correlations(chunk.spectra[rows], rotated.conjugate_spectra, bank.size)
         maps = maps.reshape(*maps.shape[:3], -1)
         peak_correlation = _centre_correlations(maps)
         weights = maps * inv_var
@@ -466,7 +507,7 @@ def _summarise_maps(
         weights -= top[..., None]
         np.exp(weights, out=weights)
         mass = weights.sum(axis=-1).astype(np.float64)
-        half_sum = _half_power_sum(chunk, bank, batch, rows)
+        half_sum = _half_power_sum(chunk, rotated.norms, rows)
         constant = _log_weight_constant(half_sum, log_orientations[rows, None, None], model)
         constant += peak_correlation / model.sigma_noise**2
         out["log_mass"][rows, batch] = constant + top + np.log(mass)
@@ -516,30 +557,25 @@ def _shifts_px(shift_index: NDArray[np.intp], size: int) -> NDArray[np.float64]:
     return -(translation - size // 2)[:, ::-1].astype(np.float64)  # (z, y, x) -> (x, y, z)
 
 
-#: ``weights_at(a, rows)``: the translation weights of particles ``rows`` at orientation ``a``,
-#: ``(len(rows), K, N, N, N)`` float32, 0 for pairs that are not significant.
-WeightMaps = Callable[[int, NDArray[np.intp]], NDArray[np.float32]]
+#: ``weights_at(rows, rotated)``: the translation weights of particles ``rows`` against the references
+#: ``rotated`` into one orientation, ``(len(rows), K, N, N, N)`` float32.
+WeightMaps = Callable[[NDArray[np.intp], RotatedReferences], NDArray[np.float32]]
 
 
 def _posterior_weights(
-    chunk: ParticleChunk,
-    bank: ReferenceBank,
-    model: EStepModel,
-    significant: NDArray[np.bool_],
-    log_evidence: NDArray[np.float64],
+    chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel, log_evidence: NDArray[np.float64]
 ) -> WeightMaps:
     """The posterior weights of pass 2, recomputed from the correlation maps; ``log_evidence`` is each
     particle's log normaliser without the orientation prior."""
     inv_var = np.float32(1.0 / model.sigma_noise**2)
 
-    def weights_at(a: int, rows: NDArray[np.intp]) -> NDArray[np.float32]:
-        maps = _correlations(chunk.spectra[rows], bank.conjugate_spectra[a : a + 1], bank.size)[:, 0]
+    def weights_at(rows: NDArray[np.intp], rotated: RotatedReferences) -> NDArray[np.float32]:
+        maps = _correlations(chunk.spectra[rows], rotated.conjugate_spectra, bank.size)[:, 0]
         peak_correlation = _centre_correlations(maps.reshape(*maps.shape[:2], -1))
-        half_sum = _half_power_sum(chunk, bank, slice(a, a + 1), rows)[:, 0]
+        half_sum = _half_power_sum(chunk, rotated.norms, rows)[:, 0]
         constant = _log_weight_constant(half_sum, 0.0, model) + peak_correlation / model.sigma_noise**2
         offset = (constant - log_evidence[rows, None]).astype(np.float32)
         weights = np.exp(maps * inv_var + model.log_prior + offset[..., None, None, None])
-        weights *= significant[rows, a][..., None, None, None]
         return weights
 
     return weights_at
@@ -557,9 +593,9 @@ def _backward(
     Returns the sums and the model sums (see :class:`SufficientStats`), the coverage and the class
     weights.
     """
-    n_classes = bank.references.shape[0]
+    n_classes = bank.n_classes
     n_regions = len(model.region_masks)
-    half = bank.conjugate_spectra.shape[2:]
+    half = model.region_masks.shape[1:]
     fine = oversampled_shape(bank.size)
     data_spread = np.zeros((2, n_classes, *fine), dtype=np.complex128)
     model_spread = np.zeros((n_classes, *fine), dtype=np.complex128)
@@ -570,7 +606,9 @@ def _backward(
     one_hot[group, np.arange(len(chunk))] = 1.0
     for a in np.nonzero(significant.any(axis=(0, 2)))[0]:
         rows = np.nonzero(significant[:, a].any(axis=1))[0]
-        weights = weights_at(a, rows)
+        rotated = bank.rotated(slice(a, a + 1))
+        weights = weights_at(rows, rotated)
+        weights *= significant[rows, a][..., None, None, None]
         weight_spectra = sfft.rfftn(weights, axes=AXES3)
         shifted = chunk.spectra[rows, None] * weight_spectra.conj()  # (r, K, half)
         grouped = np.einsum("gr,rk...->gk...", one_hot[:, rows], shifted.astype(np.complex128))
@@ -578,7 +616,7 @@ def _backward(
         class_weights += masses.sum(axis=0)
         forward = fourier_stencil(bank.matrices[a].T, bank.size)  # the bank's rotation
         _spread_orientation(
-            data_spread, model_spread, grouped, masses, bank.conjugate_spectra[a], forward, model
+            data_spread, model_spread, grouped, masses, rotated.conjugate_spectra[0], forward, model
         )
         _add_coverage(coverage, masses, fourier_stencil(bank.matrices[a], bank.size), model)
     sums = sfft.rfftn(backproject(data_spread, bank.size), axes=AXES3)
@@ -598,7 +636,7 @@ def _estep_max_cc(
     significant = np.zeros(correlation.shape, dtype=bool)
     significant[rows, orientations, classes] = True
 
-    def weights_at(a: int, members: NDArray[np.intp]) -> NDArray[np.float32]:
+    def weights_at(members: NDArray[np.intp], rotated: RotatedReferences) -> NDArray[np.float32]:
         weights = np.zeros((len(members), n_classes, bank.size**3), dtype=np.float32)
         weights[np.arange(len(members)), classes[members], shift_index[members]] = 1.0
         return weights.reshape(len(members), n_classes, *(bank.size,) * 3)
@@ -627,18 +665,18 @@ def _correlation_peaks(
 ) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
     """Highest normalised correlation ``CC(t) / sqrt(xi * a2)`` of every allowed map over the shifts the
     prior allows, and where it is: ``(n, n_ang, K)`` each (``-inf`` where not allowed)."""
-    shape = (len(chunk), len(bank), bank.references.shape[0])
+    shape = (len(chunk), len(bank), bank.n_classes)
     correlation = np.full(shape, -np.inf)
     best_shift = np.zeros(shape, dtype=np.intp)
     excluded = ~np.isfinite(model.log_prior.ravel())
-    for rows, batch in _map_batches(allowed, shape[2], bank.size):
-        maps = _correlations(chunk.spectra[rows], bank.conjugate_spectra[batch], bank.size)
+    for rows, batch, rotated in _rotated_blocks(bank, allowed):
+        maps = _correlations(chunk.spectra[rows], rotated.conjugate_spectra, bank.size)
         maps = maps.reshape(*maps.shape[:3], -1)
         maps[..., excluded] = -np.inf
         best = maps.argmax(axis=-1)
         best_shift[rows, batch] = best
         peak = np.take_along_axis(maps, best[..., None], axis=-1)[..., 0].astype(np.float64)
-        norms = np.moveaxis(bank.norms[batch][:, :, chunk.regions[rows]], 2, 0)  # (r, b, K)
+        norms = np.moveaxis(rotated.norms[:, :, chunk.regions[rows]], 2, 0)  # (r, b, K)
         correlation[rows, batch] = peak / np.sqrt(norms * chunk.power[rows, None, None])
     correlation[~allowed] = -np.inf
     return correlation, best_shift

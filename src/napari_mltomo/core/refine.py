@@ -921,7 +921,7 @@ class _RestrictedSearch:
         """:func:`estep_chunk` against a bank of the orientations the chunk takes."""
         allowed = self.allowed(chunk.indices)
         used = np.nonzero(allowed.any(axis=0))[0]
-        bank = ReferenceBank(self.references, self.grid.matrices[used], masks)
+        bank = ReferenceBank(self.references, self.grid.matrices[used], masks, keep=False)
         stats = estep_chunk(replace(chunk, allowed=allowed[:, used]), bank, model)
         return _with_particles(stats, orientations=used[stats.particles.orientations])
 
