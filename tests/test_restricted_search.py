@@ -10,7 +10,7 @@ import pytest
 from napari_mltomo.core.fourier import fourier_rescale
 from napari_mltomo.core.geometry import centred_coordinates, euler_to_matrix, rotate_volumes
 from napari_mltomo.core.params import MLParams, ParameterError
-from napari_mltomo.core.refine import StartModel, SubtomogramSet, run_refine
+from napari_mltomo.core.refine import StartModel, SubtomogramSet, iter_refine, run_refine
 from napari_mltomo.core.sampling import local_neighbourhoods, orientation_grid, random_orientations
 from napari_mltomo.core.synthetic import (
     adjusted_rand_index,
@@ -144,3 +144,20 @@ def test_mask_focuses_the_classification_on_the_masked_difference() -> None:
     assert scores["masked"] >= 0.9 and scores["masked"] >= scores["unmasked"] + 0.3, scores
     with pytest.raises(ParameterError, match="--mask works only with --dont_align"):
         run_refine(replace(data, focus_mask=mask), replace(params, dont_align=False, dont_rotate=True))
+
+
+def test_mask_scales_the_starting_noise_by_its_rms_and_sym_applies_with_dont_align(posed) -> None:
+    """--mask: the starting sigma is the particles' noise inside the mask (the original multiplied sigma
+    by V / sum(mask)); --sym with --dont_align symmetrises the references (the original ignored it)."""
+    data = posed
+    mask = np.zeros((32,) * 3)
+    mask[8:24, 8:24, 8:24] = 1.0  # 1/8 of the box, inside the sphere
+    subtomograms = _subtomograms(data, data.angles_deg, data.shifts_px)
+    params = MLParams(n_classes=1, max_iter=1, dont_align=True, noise_sigma=2.0, symmetry="c4", seed=1)
+    start, first = list(iter_refine(replace(subtomograms, focus_mask=mask), params))
+    assert start.sigma_noise == pytest.approx(2.0 * np.sqrt(1 / 8))
+    quarter = euler_to_matrix(90.0, 0.0, 0.0)
+    for state in (start, first):
+        turned = rotate_volumes(state.references, quarter)
+        inside = np.abs(state.references).max()
+        assert np.abs(turned - state.references).max() < 0.05 * inside

@@ -100,11 +100,18 @@ class ReferenceBank:
         if not self.keep:
             return
         self._oversampled  # noqa: B018 -- computed once, before the threads share it
+        spectra = np.empty((len(self), self.n_classes, *self.region_masks.shape[1:]), dtype=np.complex64)
+        norms = np.empty((len(self), self.n_classes, len(self.region_masks)))
+
+        def fill(batch: slice) -> None:
+            part = self._build(batch)
+            spectra[batch], norms[batch] = part.conjugate_spectra, part.norms
+
         batches = [slice(a, a + _BANK_BATCH) for a in range(0, len(self), _BANK_BATCH)]
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            parts = list(pool.map(self._build, batches))
-        object.__setattr__(self, "conjugate_spectra", np.concatenate([p.conjugate_spectra for p in parts]))
-        object.__setattr__(self, "norms", np.concatenate([p.norms for p in parts]))
+            list(pool.map(fill, batches))
+        object.__setattr__(self, "conjugate_spectra", spectra)
+        object.__setattr__(self, "norms", norms)
 
     @cached_property
     def _oversampled(self) -> NDArray[np.complexfloating]:

@@ -158,6 +158,10 @@ class FourierStencil:
         flat.imag += np.bincount(index, values.imag, minlength=flat.size)
 
 
+#: Offsets of the two grid neighbours along an axis of a trilinear interpolation cell.
+_NEIGHBOURS = np.array([[0], [1]], dtype=np.intp)
+
+
 def fourier_stencil(matrix: ArrayLike, size: int) -> FourierStencil:
     """Stencil of the rotation ``Rot[M] f (r) = f(M^T r)`` in Fourier space: ``F'(k) = F(M^T k)``.
 
@@ -174,24 +178,22 @@ def fourier_stencil(matrix: ArrayLike, size: int) -> FourierStencil:
     k = np.stack([kx.ravel()[targets], ky.ravel()[targets], kz.ravel()[targets]])
     points = OVERSAMPLING * (np.asarray(matrix, dtype=np.float64).T @ k)  # (3, P): x, y, z
     conjugate = points[0] < 0
-    points[:, conjugate] *= -1.0  # F(-p) = conj(F(p)) for a real volume
+    points *= np.where(conjugate, -1.0, 1.0)  # F(-p) = conj(F(p)) for a real volume
     fine = OVERSAMPLING * size
     low = np.floor(points)
     low[0] = np.minimum(low[0], fine // 2 - 1)  # x = fine/2 is the last column of the half grid
     frac = (points - low).astype(np.float32)
     low = low.astype(np.intp)
-    indices, weights = [], []
-    for dz, dy, dx in np.ndindex(2, 2, 2):
-        x = low[0] + dx
-        y = (low[1] + dy) % fine
-        z = (low[2] + dz) % fine
-        indices.append((z * fine + y) * (fine // 2 + 1) + x)
-        weights.append(
-            (frac[2] if dz else 1 - frac[2])
-            * (frac[1] if dy else 1 - frac[1])
-            * (frac[0] if dx else 1 - frac[0])
-        )
-    return FourierStencil(np.stack(indices), np.stack(weights), conjugate, targets, size)
+    # The 8 corners in (dz, dy, dx) order, dx fastest: each axis's two neighbours, then all products.
+    x = low[0] + _NEIGHBOURS
+    y = (low[1] + _NEIGHBOURS) % fine
+    z = (low[2] + _NEIGHBOURS) % fine
+    indices = ((z[:, None, None] * fine + y[None, :, None]) * (fine // 2 + 1) + x[None, None, :]).reshape(
+        8, -1
+    )
+    wx, wy, wz = (np.stack([1 - f, f]) for f in frac)
+    weights = (wz[:, None, None] * wy[None, :, None] * wx[None, None, :]).reshape(8, -1)
+    return FourierStencil(indices, weights, conjugate, targets, size)
 
 
 def oversampled_shape(size: int) -> tuple[int, int, int]:
