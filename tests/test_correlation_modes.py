@@ -9,8 +9,8 @@ import scipy.fft as sfft
 from napari_mltomo.core.fourier import AXES3, fourier_rescale, resolution_masks
 from napari_mltomo.core.geometry import euler_to_matrix, rotate_volumes, sphere_mask
 from napari_mltomo.core.mstep import postprocess
-from napari_mltomo.core.params import MLParams
-from napari_mltomo.core.refine import StartModel, SubtomogramSet, run_refine
+from napari_mltomo.core.params import MLParams, ParameterError
+from napari_mltomo.core.refine import StartModel, SubtomogramSet, iter_refine, run_refine
 from napari_mltomo.core.sampling import random_orientations
 from napari_mltomo.core.synthetic import (
     adjusted_rand_index,
@@ -90,3 +90,12 @@ def test_max_cc_aligns_and_classifies_a_high_snr_set_against_references_on_anoth
     assert np.all((particles.pmax > 0.3) & (particles.pmax <= 1.0))  # normalised correlations
     assert state.sigma_noise == params.noise_sigma * 0.5**1.5  # not re-estimated
     assert state.stats.class_weights.sum() == 16  # weight 1 per particle
+
+
+def test_max_cc_from_random_subsets_skips_the_ml_start_up_and_only_average_checks_the_classes() -> None:
+    data = make_dataset(3, 2, 16, snr=5.0, max_shift_px=0, seed=10)
+    subtomograms = SubtomogramSet(data.volumes, angles_deg=data.angles_deg, classes=data.classes)
+    states = list(iter_refine(subtomograms, MLParams(n_classes=2, max_iter=1, ang_deg=30.0, max_cc=True)))
+    assert [state.iteration for state in states] == [0, 1] and states[0].startup_step == 0
+    with pytest.raises(ParameterError, match="--only_average: the metadata name classes above 1"):
+        run_refine(subtomograms, MLParams(n_classes=1, only_average=True))

@@ -353,7 +353,7 @@ def iter_refine(
     dispatch = _Dispatch(client, on_chunk)
     setup = _make_setup(data, params)
     _check_metadata_poses(data, params)
-    searching = params.escape > 0 and params.global_search and not params.keep_angles
+    searching = params.escape > 0 and params.global_search and not (params.keep_angles or params.max_cc)
     if start is None and searching and params.max_iter > 0:
         start = yield from _startup(data, params, setup, dispatch)
     if params.only_average:
@@ -377,6 +377,12 @@ def _check_metadata_poses(data: SubtomogramSet, params: MLParams) -> None:
     """Refuse options that need metadata angles when the data have none."""
     if data.focus_mask is not None and not params.dont_align:
         raise ParameterError("--mask works only with --dont_align")
+    if (
+        params.only_average
+        and data.classes is not None
+        and np.max(data.classes, initial=0) >= params.n_classes
+    ):
+        raise ParameterError(f"--only_average: the metadata name classes above {params.n_classes}")
     needing = params.angle_options
     if needing and data.angles_deg is None:
         raise ParameterError(f"{needing[0]} needs the particles' angles (angleRot, angleTilt, anglePsi)")
