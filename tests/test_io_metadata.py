@@ -578,7 +578,8 @@ def test_read_missing_regions_headerless_mixed_kinds(tmp_path: Path) -> None:
     ]
 
 
-def test_read_missing_regions_star_numbered_by_row(tmp_path: Path) -> None:
+def test_read_missing_regions_are_numbered_by_their_number_column(tmp_path: Path) -> None:
+    """The original numbered the regions by row and ignored the number; here the number decides."""
     text = (
         "# XMIPP_STAR_1 *\n# Wedgeinfo\ndata_noname\nloop_\n"
         " _missingRegionThetaXF\n _missingRegionType\n _missingRegionNumber\n"
@@ -586,8 +587,15 @@ def test_read_missing_regions_star_numbered_by_row(tmp_path: Path) -> None:
         "  45.0 wedge_x 2 -45.0\n  70.0 wedge_x 1 -70.0\n"
     )
     regions = read_missing_regions(_write(tmp_path, "wedges.xmd", text))
-    assert [region.theta_xf_deg for region in regions] == [45.0, 70.0]
+    assert [region.theta_xf_deg for region in regions] == [70.0, 45.0]
     assert all(region.kind == "wedge_x" for region in regions)
+    unnumbered = (
+        text.replace(" _missingRegionNumber\n", "").replace(" 2 -45", " -45").replace(" 1 -70", " -70")
+    )
+    assert [r.theta_xf_deg for r in read_missing_regions(_write(tmp_path, "rows.xmd", unnumbered))] == [
+        45.0,
+        70.0,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -599,6 +607,11 @@ def test_read_missing_regions_star_numbered_by_row(tmp_path: Path) -> None:
         ("1 wedge_y\n", r"w\.txt, line 1: row has 2 values"),
         ("1 wedge_y -64 sixty\n", r"w\.txt, line 1: missingRegionThetaYF must be a number"),
         ("# nothing\n", r"w\.txt: no missingRegionType column"),
+        (
+            "1 wedge_y -64 64\n1 wedge_y -60 60\n",
+            r"w\.txt, line 1: missingRegionNumber 1: the rows must be num",
+        ),
+        ("2 wedge_y -64 64\n", r"w\.txt, line 1: missingRegionNumber 2: the rows must be numbered 1\.\.1"),
         ("data_\nloop_\n _missingRegionType\n", r"w\.txt: no missing-region rows"),
     ],
 )

@@ -670,11 +670,12 @@ def _resolve_image(name: str, folder: Path) -> str:
 
 
 def read_missing_regions(path: str | os.PathLike[str]) -> list[MissingRegion]:
-    """Read missing-region definitions; region ``k`` (1-based) is the ``k``-th row.
+    """Read missing-region definitions; region ``k`` (1-based) is the row whose ``missingRegionNumber`` is
+    ``k``, or the ``k``-th row in a STAR file without that column.
 
-    STAR files use the labels ``missingRegionType`` and ``missingRegionThetaY0/YF/X0/XF``.
-    Files without a STAR header hold rows ``number type thetaY0 thetaYF [thetaX0 thetaXF]``,
-    e.g. ``1 wedge_y -64 64``. The ``missingRegionNumber`` column is not used for numbering.
+    STAR files use the labels ``missingRegionNumber``, ``missingRegionType`` and
+    ``missingRegionThetaY0/YF/X0/XF``. Files without a STAR header hold rows
+    ``number type thetaY0 thetaYF [thetaX0 thetaXF]``, e.g. ``1 wedge_y -64 64``.
 
     Parameters
     ----------
@@ -684,13 +685,13 @@ def read_missing_regions(path: str | os.PathLike[str]) -> list[MissingRegion]:
     Returns
     -------
     list of MissingRegion
-        In file order; angles in degrees.
+        Region ``k`` at position ``k - 1``; angles in degrees.
 
     Raises
     ------
     MetadataError
-        If the file is malformed, a type is unknown, a needed angle is absent or the angles
-        are out of range; the message names the file and line.
+        If the file is malformed, a type is unknown, a needed angle is absent, the angles are out
+        of range or the numbers are not ``1..R`` once each; the message names the file and line.
     """
     raw = _read_rows(path, MISSING_REGION_COLUMNS, min_values=3, ragged=True)
     table = _to_table(raw)
@@ -698,7 +699,18 @@ def read_missing_regions(path: str | os.PathLike[str]) -> list[MissingRegion]:
         raise MetadataError(raw.source, "no missingRegionType column")
     if len(table) == 0:
         raise MetadataError(raw.source, "no missing-region rows")
-    return [_missing_region(raw.source, table, row, line) for row, line in enumerate(raw.lines)]
+    regions = [_missing_region(raw.source, table, row, line) for row, line in enumerate(raw.lines)]
+    if "missingRegionNumber" not in table:
+        return regions
+    numbers = np.asarray(table["missingRegionNumber"])
+    for row, line in enumerate(raw.lines):
+        if not 1 <= numbers[row] <= len(regions) or np.count_nonzero(numbers == numbers[row]) > 1:
+            raise MetadataError(
+                raw.source,
+                f"missingRegionNumber {numbers[row]}: the rows must be numbered 1..{len(regions)}, once each",
+                line,
+            )
+    return [regions[row] for row in np.argsort(numbers)]
 
 
 def _missing_region(source: Path, table: MetaData, row: int, line: int) -> MissingRegion:
