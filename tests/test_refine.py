@@ -385,3 +385,11 @@ def test_filters_remove_the_power_beyond_the_resolution(option: str) -> None:
     assert shells.max() < SIZE // 2 - 3  # a band is left to filter
     # the rest is the flattening outside the sphere, done in real space after the filter
     assert _power_beyond(after, shells) < 0.25 * _power_beyond(before, shells)
+
+
+def test_starting_sigma_is_the_noise_of_the_down_scaled_box(three_classes) -> None:
+    """The original kept --noise unchanged with --dim; the per-voxel noise of a box down-scaled by f is
+    sigma f^1.5 (white noise keeps its power per Fourier component)."""
+    params = MLParams(n_classes=3, max_iter=1, dim=SIZE, noise_sigma=2.0, escape=0, seed=1)
+    start = next(iter_refine(_subtomograms(three_classes), params))
+    assert start.sigma_noise == pytest.approx(2.0 * (SIZE / 32) ** 1.5)
