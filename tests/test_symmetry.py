@@ -285,6 +285,8 @@ def test_sym_c4_samples_the_asymmetric_unit_and_aligns_modulo_the_group() -> Non
     params = MLParams(max_iter=2, ang_deg=20.0, symmetry="c4", threads=2, seed=1)
     state = run_refine(SubtomogramSet(particles), params, StartModel(references=noisy[None]))
     assert len(state.grid) == pytest.approx(len(orientation_grid(20.0)) / 4, rel=0.05)
+    turned = rotate_volumes(state.references[0], _rotation((0, 0, 1), 90.0))
+    assert _relative_rms_in_ball(state.references[0], turned, 5.0) < 0.06  # see the test below
     estimated = state.grid.matrices[state.stats.particles.orientations]
     group = symmetry_matrices("c4")
     assert np.median(_errors_modulo(estimated, angles, group)) < 15.0  # a 20-degree grid
