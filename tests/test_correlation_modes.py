@@ -99,3 +99,12 @@ def test_max_cc_from_random_subsets_skips_the_ml_start_up_and_only_average_check
     assert [state.iteration for state in states] == [0, 1] and states[0].startup_step == 0
     with pytest.raises(ParameterError, match="--only_average: the metadata name classes above 1"):
         run_refine(subtomograms, MLParams(n_classes=1, only_average=True))
+
+
+def test_max_cc_sends_no_particle_to_an_empty_reference() -> None:
+    """A class left without particles has a zero reference; its correlation is undefined, not the best."""
+    data = make_dataset(3, 1, 16, snr=5.0, max_shift_px=0, seed=11)
+    references = np.stack([data.phantoms[0].astype(np.float64), np.zeros((16,) * 3)])
+    params = MLParams(n_classes=2, max_iter=1, ang_deg=30.0, max_cc=True)
+    state = run_refine(SubtomogramSet(data.volumes), params, StartModel(references=references))
+    assert np.all(state.stats.particles.classes == 0) and np.all(np.isfinite(state.stats.particles.pmax))

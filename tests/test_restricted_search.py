@@ -161,3 +161,16 @@ def test_mask_scales_the_starting_noise_by_its_rms_and_sym_applies_with_dont_ali
         turned = rotate_volumes(state.references, quarter)
         inside = np.abs(state.references).max()
         assert np.abs(turned - state.references).max() < 0.05 * inside
+
+
+def test_fixed_orientations_win_over_a_local_search_and_every_particle_has_a_neighbour(posed) -> None:
+    data = posed
+    params = MLParams(n_classes=3, max_iter=1, dont_rotate=True, ang_search_deg=30.0, threads=2, seed=1)
+    start = StartModel(references=fourier_rescale(data.phantoms, 32).astype(np.float64))
+    state = run_refine(_subtomograms(data, data.angles_deg, data.shifts_px), params, start)
+    np.testing.assert_allclose(_posed_angles(state), data.angles_deg)
+    window = orientation_grid(10.0, tiltF_deg=60.0)
+    outside = local_neighbourhoods(window.angles_deg, np.array([[20.0, 90.0, 40.0]]), 10.0)
+    assert outside.sum() == 1  # no orientation within range: the nearest one
+    nearest = np.argmax(np.einsum("aij,ij->a", window.matrices, euler_to_matrix(20.0, 90.0, 40.0)))
+    assert outside[0, nearest]

@@ -319,3 +319,9 @@ def test_local_search_under_symmetry_reaches_the_copies_of_the_input_orientation
     state = run_refine(data, params, StartModel(references=phantom[None]))
     estimated = state.grid.matrices[state.stats.particles.orientations]
     assert np.max(_errors_modulo(estimated, angles, group)) < 20.0
+
+
+def test_axes_above_sixty_fold_are_refused() -> None:
+    assert len(symmetry_matrices("d60")) == 120
+    with pytest.raises(ValueError, match="--sym c61: axes of more than 60-fold are not supported"):
+        symmetry_matrices("c61")

@@ -671,7 +671,8 @@ def _correlation_peaks(
     chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel, allowed: NDArray[np.bool_]
 ) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
     """Highest normalised correlation ``CC(t) / sqrt(xi * a2)`` of every allowed map over the shifts the
-    prior allows, and where it is: ``(n, n_ang, K)`` each (``-inf`` where not allowed)."""
+    prior allows, and where it is: ``(n, n_ang, K)`` each (``-inf`` where not allowed, and for an empty
+    reference or particle)."""
     shape = (len(chunk), len(bank), bank.n_classes)
     correlation = np.full(shape, -np.inf)
     best_shift = np.zeros(shape, dtype=np.intp)
@@ -684,7 +685,8 @@ def _correlation_peaks(
         best_shift[rows, batch] = best
         peak = np.take_along_axis(maps, best[..., None], axis=-1)[..., 0].astype(np.float64)
         norms = np.moveaxis(rotated.norms[:, :, chunk.regions[rows]], 2, 0)  # (r, b, K)
-        correlation[rows, batch] = peak / np.sqrt(norms * chunk.power[rows, None, None])
+        scale = np.sqrt(norms * chunk.power[rows, None, None])
+        correlation[rows, batch] = np.divide(peak, scale, out=np.full_like(peak, -np.inf), where=scale > 0)
     correlation[~allowed] = -np.inf
     return correlation, best_shift
 

@@ -104,8 +104,7 @@ class MLParams:
             _require(
                 self.ang_search_deg >= self.ang_deg,
                 "--ang_search",
-                f"must be at least --ang ({self.ang_deg}) so that every particle has a neighbour, "
-                f"got {self.ang_search_deg}",
+                f"must be at least --ang ({self.ang_deg}), the grid spacing, got {self.ang_search_deg}",
             )
         try:
             symmetry_matrices(self.symmetry)

@@ -354,6 +354,7 @@ def iter_refine(
     setup = _make_setup(data, params)
     _check_metadata_poses(data, params)
     searching = params.escape > 0 and params.global_search and not (params.keep_angles or params.max_cc)
+    checking = searching and len(params.symmetry_group) == 1  # a group's own turns are no trap
     if start is None and searching and params.max_iter > 0:
         start = yield from _startup(data, params, setup, dispatch)
     if params.only_average:
@@ -366,7 +367,7 @@ def iter_refine(
     last = params.max_iter + params.istart - 1
     for iteration in range(state.iteration + 1, last + 1):
         state = _iterate(data, params, setup, state, iteration, dispatch, f"iteration {iteration}")
-        if searching and iteration < min(last, params.istart + ESCAPE_CHECKS):
+        if checking and iteration < min(last, params.istart + ESCAPE_CHECKS):
             state = _escape_traps(data, params, setup, state, dispatch)
         yield state
         if state.converged:
@@ -374,9 +375,10 @@ def iter_refine(
 
 
 def _check_metadata_poses(data: SubtomogramSet, params: MLParams) -> None:
-    """Refuse options that need metadata angles when the data have none."""
-    if data.focus_mask is not None and not params.dont_align:
-        raise ParameterError("--mask works only with --dont_align")
+    """Refuse what the data cannot support: options that need metadata angles when there are none,
+    ``--mask`` without ``--dont_align`` (or with ``--only_average``), classes beyond the run's."""
+    if data.focus_mask is not None and (not params.dont_align or params.only_average):
+        raise ParameterError("--mask works only with --dont_align, and not with --only_average")
     if (
         params.only_average
         and data.classes is not None
@@ -949,7 +951,7 @@ def _search(
         grid = _grid(params, iteration)
         return grid, ReferenceBank(references, grid.matrices, setup.masks, threads=params.threads)
     assert data.angles_deg is not None  # _check_metadata_poses
-    if params.ang_search_deg <= 0:  # --dont_rotate, --dont_align
+    if params.dont_rotate or params.dont_align:  # each particle at its own metadata orientation
         grid = OrientationGrid(data.angles_deg, euler_to_matrix(*data.angles_deg.T))
         return grid, _RestrictedSearch(references, grid, grid.angles_deg)
     grid, base = _grid(params, iteration), _grid(params, iteration, perturbed=False)

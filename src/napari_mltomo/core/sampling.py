@@ -179,7 +179,8 @@ def local_neighbourhoods(
     A grid orientation is a neighbour of a centre when their directions (the third rows of their
     matrices) are less than ``search_deg`` apart and, with ``limit_psi``, their psi angles differ by at
     most ``search_deg``; near the poles (tilt within ``1.1 * search_deg`` of 0 or 180), where rot and psi
-    mix, any psi is accepted.
+    mix, any psi is accepted. A centre with no grid orientation in range (outside a ``--tilt0``/``--tiltF``
+    window, or between psi steps coarser than twice the range) takes the nearest one.
 
     Parameters
     ----------
@@ -197,12 +198,23 @@ def local_neighbourhoods(
     (n, n_ang) ndarray of bool
     """
     grid, centres = np.radians(grid_angles_deg), np.radians(centre_angles_deg)
-    near = _directions(centres) @ _directions(grid).T > np.cos(np.radians(search_deg))
-    if not limit_psi:
-        return near
-    polar = np.abs(_wrap(grid_angles_deg[:, 1], -90.0, 90.0)) < 1.1 * search_deg
-    psi_gap = np.abs(_wrap(centre_angles_deg[:, None, 2] - grid_angles_deg[None, :, 2], -180.0, 180.0))
-    return near & (polar | (psi_gap <= search_deg))
+    allowed = _directions(centres) @ _directions(grid).T > np.cos(np.radians(search_deg))
+    if limit_psi:
+        polar = np.abs(_wrap(grid_angles_deg[:, 1], -90.0, 90.0)) < 1.1 * search_deg
+        psi_gap = np.abs(_wrap(centre_angles_deg[:, None, 2] - grid_angles_deg[None, :, 2], -180.0, 180.0))
+        allowed &= polar | (psi_gap <= search_deg)
+    empty = np.nonzero(~allowed.any(axis=1))[0]
+    if len(empty):
+        allowed[empty, _nearest_orientations(grid_angles_deg, centre_angles_deg[empty])] = True
+    return allowed
+
+
+def _nearest_orientations(
+    grid_angles_deg: NDArray[np.float64], angles_deg: NDArray[np.float64]
+) -> NDArray[np.intp]:
+    """Index of the grid orientation nearest each of ``angles_deg`` (largest ``trace(G^T A)``)."""
+    grid, targets = euler_to_matrix(*grid_angles_deg.T), euler_to_matrix(*angles_deg.T)
+    return np.einsum("aij,mij->ma", grid, targets).argmax(axis=1)
 
 
 def _directions(angles_rad: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -39,6 +39,9 @@ __all__ = [
 SUPPORTED_GROUPS = "c1, cN, dN, t, o or i"
 """The ``--sym`` values understood, as listed in error messages."""
 
+#: Highest order N of cN and dN (the asymmetric unit of a finer one is narrower than the direction grid).
+MAX_FOLD = 60
+
 _GOLDEN = (1.0 + math.sqrt(5.0)) / 2.0
 _MATCH_TOLERANCE = 1e-6  # two group matrices (max abs entry) or two unit vectors (max abs coordinate) agree
 
@@ -173,6 +176,8 @@ def _generators(key: str, name: str) -> tuple[list[NDArray[np.float64]], int]:
     axial = re.fullmatch(r"([cd])([1-9]\d*)", key)
     if axial:
         fold = int(axial.group(2))
+        if fold > MAX_FOLD:
+            raise _unsupported(name, f"axes of more than {MAX_FOLD}-fold are not supported")
         if axial.group(1) == "c":
             return [_axis_rotation(z_axis, fold)], fold
         return [_axis_rotation(z_axis, fold), _axis_rotation(x_axis, 2)], 2 * fold
