@@ -228,9 +228,10 @@ def centred_coverage(half: NDArray[np.float64], box_size: int) -> NDArray[np.flo
 
 
 def shift_phases(shift_px: ArrayLike, size: int) -> NDArray[np.complex128]:
-    """Half-grid phase factors ``(N, N, N//2+1)`` that translate a volume by ``shift_px`` = ``(x, y, z)``
-    pixels when multiplied into its ``rfftn``: ``f(r) -> f(r - s)``."""
-    x, y, z = np.asarray(shift_px, dtype=np.float64)
+    """Half-grid phase factors ``(..., N, N, N//2+1)`` that translate volumes by ``shift_px`` =
+    ``(..., 3)`` ``(x, y, z)`` pixels when multiplied into their ``rfftn``: ``f(r) -> f(r - s)``."""
+    shift = np.asarray(shift_px, dtype=np.float64)
+    x, y, z = (shift[..., axis, None, None, None] for axis in range(3))
     full = np.fft.fftfreq(size)
     kz, ky, kx = full[:, None, None], full[None, :, None], np.fft.rfftfreq(size)[None, None, :]
     return np.exp(-2j * np.pi * (kx * x + ky * y + kz * z))

@@ -992,8 +992,7 @@ def _estep_task(
     particles first and added to the shifts found."""
     spectra = _observed_particles(volumes, indices, region_index, setup)
     if fixed_shifts is not None:
-        for row, i in enumerate(indices):
-            spectra[row] *= shift_phases(fixed_shifts[i], setup.size).astype(np.complex64)
+        spectra *= shift_phases(fixed_shifts[indices], setup.size).astype(np.complex64)
     if setup.focus_mask is not None:
         assert isinstance(search, _RestrictedSearch)  # --mask comes with --dont_align
         spectra = _focused(spectra, search.grid.matrices[indices], region_index[indices], setup)

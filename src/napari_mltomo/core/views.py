@@ -41,7 +41,7 @@ def shift_volumes(volumes: NDArray[np.floating], shifts_px: ArrayLike) -> NDArra
     (n, N, N, N) ndarray of float64
     """
     size = volumes.shape[-1]
-    phases = np.stack([shift_phases(shift, size) for shift in np.asarray(shifts_px).reshape(-1, 3)])
+    phases = shift_phases(np.asarray(shifts_px).reshape(-1, 3), size)
     spectra = sfft.rfftn(np.asarray(volumes, dtype=np.float64), axes=AXES3) * phases
     return sfft.irfftn(spectra, s=(size,) * 3, axes=AXES3)
 
