@@ -99,8 +99,9 @@ def test_posteriors_are_normalised_and_loglikelihood_is_exact(problem: dict) -> 
     model, bank, chunk = problem["model"], problem["bank"], _sub_chunk(problem["chunk"], slice(0, 1))
     stats = estep_chunk(chunk, bank, model)
     x = chunk.spectra[0].astype(np.complex128)
-    correlations = sfft.irfftn(x * bank.conjugate_spectra, s=(SIZE,) * 3, axes=(-3, -2, -1))
-    residual = 0.5 * (bank.norms[:, :, 0, None, None, None] + chunk.power[0]) - correlations
+    rotated = bank.rotated(slice(None))
+    correlations = sfft.irfftn(x * rotated.conjugate_spectra, s=(SIZE,) * 3, axes=(-3, -2, -1))
+    residual = 0.5 * (rotated.norms[:, :, 0, None, None, None] + chunk.power[0]) - correlations
     log_terms = (
         model.log_fractions[None, :, None, None, None]
         - np.log(len(bank))

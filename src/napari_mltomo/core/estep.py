@@ -2,8 +2,8 @@
 
 Computation (see ``docs/engine.md``):
 
-1. References are rotated into every orientation once per iteration (:class:`ReferenceBank`), not
-   once per particle.
+1. References are rotated into each orientation once per chunk of particles, one orientation batch
+   at a time (:class:`ReferenceBank`), not once per particle.
 2. Pass 1 correlates each particle with every rotated reference over all circular translations with
    one batched inverse real FFT per orientation batch, and summarises every correlation map by its
    log-mass, peak, mean residual and mean squared shift. A log-sum-exp over those summaries gives each
@@ -17,7 +17,6 @@ Computation (see ``docs/engine.md``):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -53,8 +52,6 @@ _LOG_2PI = float(np.log(2.0 * np.pi))
 #: Bytes of correlation maps handled together in one batched FFT: small enough that a block stays in
 #: cache through the reductions that follow (at N = 32, 24 maps ran 1.4x faster than 192).
 BATCH_BYTES = 3 * 2**20
-#: Orientations rotated and transformed together when the reference bank is built.
-_BANK_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -68,11 +65,14 @@ class RotatedReferences:
 
 @dataclass(frozen=True)
 class ReferenceBank:
-    """References rotated into each orientation of a list, as half-grid spectra.
+    """References rotated into each orientation of a list, as half-grid spectra, built on demand.
 
-    ``conjugate_spectra[a, k]`` is the complex conjugate of the spectrum of ``Rot[A_a^T] A_k``, rotated
-    in Fourier space on a 2x oversampled grid (:func:`~napari_mltomo.core.geometry.fourier_stencil`).
-    ``norms[a, k, m]`` is its squared real-space norm inside missing region ``m`` (Parseval).
+    ``rotated(batch).conjugate_spectra[a, k]`` is the complex conjugate of the spectrum of
+    ``Rot[A_a^T] A_k``, rotated in Fourier space on a 2x oversampled grid
+    (:func:`~napari_mltomo.core.geometry.fourier_stencil`); ``norms[a, k, m]`` is its squared real-space
+    norm inside missing region ``m`` (Parseval). Only the oversampled spectra of the ``K`` references
+    are kept, so a bank costs the same whatever the number of orientations, and a chunk of particles
+    holds one batch of rotated references at a time.
 
     Parameters
     ----------
@@ -81,55 +81,33 @@ class ReferenceBank:
         The orientations ``A_a`` (particle -> reference).
     region_masks : (R, N, N, N//2+1) ndarray of bool
         Observed components of each missing region in the particle's own frame.
-    threads : int
-        Orientation batches rotated and transformed in parallel (with ``keep``).
-    keep : bool
-        Build every orientation once, here, and keep them (a bank shared by many chunks); otherwise
-        :meth:`rotated` builds the orientations asked for each time, so that only one batch is held.
     """
 
     references: NDArray[np.float64]
     matrices: NDArray[np.float64]
     region_masks: NDArray[np.bool_]
-    threads: int = 1
-    keep: bool = True
-    conjugate_spectra: NDArray[np.complex64] | None = field(init=False, repr=False, default=None)
-    norms: NDArray[np.float64] | None = field(init=False, repr=False, default=None)
+    oversampled: NDArray[np.complex64] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.keep:
-            return
-        self._oversampled  # noqa: B018 -- computed once, before the threads share it
-        spectra = np.empty((len(self), self.n_classes, *self.region_masks.shape[1:]), dtype=np.complex64)
-        norms = np.empty((len(self), self.n_classes, len(self.region_masks)))
-
-        def fill(batch: slice) -> None:
-            part = self._build(batch)
-            spectra[batch], norms[batch] = part.conjugate_spectra, part.norms
-
-        batches = [slice(a, a + _BANK_BATCH) for a in range(0, len(self), _BANK_BATCH)]
-        with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            list(pool.map(fill, batches))
-        object.__setattr__(self, "conjugate_spectra", spectra)
-        object.__setattr__(self, "norms", norms)
-
-    @cached_property
-    def _oversampled(self) -> NDArray[np.complexfloating]:
         inside, _ = zero_outside_sphere(self.references)
-        return oversampled_spectra(inside.astype(np.float32))
-
-    def _build(self, orientations: slice) -> RotatedReferences:
-        matrices = self.matrices[orientations]
-        spectra = np.empty((len(matrices), len(self.references), *self.region_masks.shape[1:]), np.complex64)
-        for a, matrix in enumerate(matrices):
-            spectra[a] = fourier_stencil(matrix.T, self.size).apply(self._oversampled).conj()
-        return RotatedReferences(spectra, _masked_norms(spectra, self.region_masks, self.size))
+        object.__setattr__(self, "oversampled", oversampled_spectra(inside.astype(np.float32)))
 
     def rotated(self, orientations: slice) -> RotatedReferences:
-        """The references in orientations ``orientations`` (kept or built now)."""
-        if self.conjugate_spectra is None or self.norms is None:
-            return self._build(orientations)
-        return RotatedReferences(self.conjugate_spectra[orientations], self.norms[orientations])
+        """The references in orientations ``orientations``."""
+        matrices = self.matrices[orientations]
+        spectra = np.empty((len(matrices), self.n_classes, *self.region_masks.shape[1:]), np.complex64)
+        for a, matrix in enumerate(matrices):
+            spectra[a] = self.forward(matrix).apply(self.oversampled).conj()
+        return RotatedReferences(spectra, _masked_norms(spectra, self.region_masks, self.size))
+
+    def rotated_by(self, forward: FourierStencil) -> RotatedReferences:
+        """The references in the one orientation whose stencil (:meth:`forward`) is ``forward``."""
+        spectra = forward.apply(self.oversampled).conj()[None]
+        return RotatedReferences(spectra, _masked_norms(spectra, self.region_masks, self.size))
+
+    def forward(self, matrix: NDArray[np.float64]) -> FourierStencil:
+        """The stencil that turns the references into orientation ``matrix``: ``Rot[matrix^T]``."""
+        return fourier_stencil(matrix.T, self.size)
 
     @property
     def size(self) -> int:
@@ -613,7 +591,8 @@ def _backward(
     one_hot[group, np.arange(len(chunk))] = 1.0
     for a in np.nonzero(significant.any(axis=(0, 2)))[0]:
         rows = np.nonzero(significant[:, a].any(axis=1))[0]
-        rotated = bank.rotated(slice(a, a + 1))
+        forward = bank.forward(bank.matrices[a])
+        rotated = bank.rotated_by(forward)
         weights = weights_at(rows, rotated)
         weights *= significant[rows, a][..., None, None, None]
         weight_spectra = sfft.rfftn(weights, axes=AXES3)
@@ -621,7 +600,6 @@ def _backward(
         grouped = np.einsum("gr,rk...->gk...", one_hot[:, rows], shifted.astype(np.complex128))
         masses = one_hot[:, rows] @ weights.sum(axis=(2, 3, 4), dtype=np.float64)  # (2R, K)
         class_weights += masses.sum(axis=0)
-        forward = fourier_stencil(bank.matrices[a].T, bank.size)  # the bank's rotation
         _spread_orientation(
             data_spread, model_spread, grouped, masses, rotated.conjugate_spectra[0], forward, model
         )

@@ -79,7 +79,7 @@ class MLParams:
     eps: float = 5e-5
     pixel_size_A: float = 1.0
     threads: int = 1
-    chunk_size: int = 16
+    chunk_size: int | None = None
     seed: int = 0
     significance: float = 1e-8
     escape: int = 5
@@ -122,7 +122,9 @@ class MLParams:
         _require(self.eps >= 0, "--eps", f"must be >= 0, got {self.eps}")
         _require(self.pixel_size_A > 0, "--pixel_size", f"must be > 0, got {self.pixel_size_A}")
         _require(self.threads >= 1, "--thr", f"must be >= 1, got {self.threads}")
-        _require(self.chunk_size >= 1, "--chunk", f"must be >= 1, got {self.chunk_size}")
+        _require(
+            self.chunk_size is None or self.chunk_size >= 1, "--chunk", f"must be >= 1, got {self.chunk_size}"
+        )
         _require(self.escape >= 0, "--escape", f"must be >= 0, got {self.escape}")
         if self.fractions is not None:
             _require(
@@ -508,7 +510,15 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--seed",), int, 0, "Seed of every random choice", _OURS, field="seed"),
     Option(("--scheduler",), str, None, "Run on a running dask.distributed scheduler", _OURS, "ADDRESS"),
     Option(("--workers",), int, None, "Start a local dask cluster of N processes", _OURS, "N"),
-    Option(("--chunk",), int, 16, "Particles per task", _OURS, "N", field="chunk_size"),
+    Option(
+        ("--chunk",),
+        int,
+        None,
+        "Particles per task (default: the particles spread evenly over the threads or workers, at most 64)",
+        _OURS,
+        "N",
+        field="chunk_size",
+    ),
     Option(("--quiet",), bool, False, "No progress messages", _OURS, widget=False),
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
