@@ -45,6 +45,7 @@ __all__ = [
     "ReferenceBank",
     "SufficientStats",
     "estep_chunk",
+    "orientation_log_masses",
     "translation_log_prior",
 ]
 
@@ -200,7 +201,11 @@ class ParticleChunk:
         Random half-set (0 or 1) of each particle for this iteration.
     allowed : (n, n_ang) ndarray of bool, optional
         The orientations of the bank each particle is scored against (local searches, fixed
-        orientations), each with prior ``1 / allowed[i].sum()``; every orientation if omitted.
+        orientations, the fine pass of an adaptive search); every orientation if omitted.
+    orientation_count : (n,) ndarray of float, optional
+        The number of orientations each particle's uniform orientation prior spreads over:
+        ``allowed[i].sum()`` if omitted. An adaptive search gives the whole grid, so that the
+        orientations it does not score keep their share of the prior.
     """
 
     indices: NDArray[np.intp]
@@ -208,6 +213,7 @@ class ParticleChunk:
     regions: NDArray[np.intp]
     halves: NDArray[np.intp]
     allowed: NDArray[np.bool_] | None = None
+    orientation_count: NDArray[np.float64] | None = None
 
     def allowed_in(self, bank: ReferenceBank) -> NDArray[np.bool_]:
         """``allowed``, or every orientation of ``bank``: ``(n, len(bank))``."""
@@ -216,6 +222,11 @@ class ParticleChunk:
         if self.allowed.shape != (len(self), len(bank)) or not self.allowed.any(axis=1).all():
             raise ValueError(f"allowed must be ({len(self)}, {len(bank)}) with a True in every row")
         return self.allowed
+
+    def log_orientation_counts(self, allowed: NDArray[np.bool_]) -> NDArray[np.float64]:
+        """``log`` of :attr:`orientation_count` (of ``allowed[i].sum()`` by default), ``(n,)``."""
+        count = allowed.sum(axis=1) if self.orientation_count is None else self.orientation_count
+        return np.log(count)
 
     @cached_property
     def power(self) -> NDArray[np.float64]:
@@ -375,7 +386,7 @@ def estep_chunk(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel) ->
     allowed = chunk.allowed_in(bank)
     if model.max_cc:
         return _estep_max_cc(chunk, bank, model, allowed)
-    log_orientations = np.log(allowed.sum(axis=1))
+    log_orientations = chunk.log_orientation_counts(allowed)
     summaries = _summarise_maps(chunk, bank, model, allowed, log_orientations)
     log_norm = logsumexp(summaries.log_mass, axis=(1, 2))
     posterior = np.exp(summaries.log_mass - log_norm[:, None, None])
@@ -396,6 +407,16 @@ def estep_chunk(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel) ->
         observed_components=float(model.observed_counts[chunk.regions].sum()),
         particles=results,
     )
+
+
+def orientation_log_masses(
+    chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel
+) -> NDArray[np.float64]:
+    """Log of each particle's joint probability mass in each orientation of the bank, classes and shifts
+    summed out (the first pass of :func:`estep_chunk` alone), ``(n, n_ang)``."""
+    allowed = chunk.allowed_in(bank)
+    summaries = _summarise_maps(chunk, bank, model, allowed, chunk.log_orientation_counts(allowed))
+    return logsumexp(summaries.log_mass, axis=2)
 
 
 def _map_batches(

@@ -57,6 +57,7 @@ class MLParams:
     only_average: bool = False
     max_cc: bool = False
     symmetry: str = "c1"
+    adaptive: bool = False
     perturb: bool = False
     limit_trans_px: float = -1.0
     dim: int | None = None
@@ -105,6 +106,19 @@ class MLParams:
                 self.ang_search_deg >= self.ang_deg,
                 "--ang_search",
                 f"must be at least --ang ({self.ang_deg}), the grid spacing, got {self.ang_search_deg}",
+            )
+        if self.adaptive:
+            _require(
+                self.global_search and not self.max_cc,
+                "--adaptive",
+                "needs a global ML search: not with --ang_search, --dont_rotate, --dont_align, "
+                "--only_average or --maxCC",
+            )
+            _require(
+                self.ang_deg <= ADAPTIVE_MAX_ANG,
+                "--adaptive",
+                f"needs --ang {ADAPTIVE_MAX_ANG:g} or less (its coarse pass samples at twice the step), "
+                f"got {self.ang_deg:g}",
             )
         try:
             symmetry_matrices(self.symmetry)
@@ -251,6 +265,10 @@ GROUPS: tuple[str, ...] = (
     "napari-mltomo (not in Xmipp)",
 )
 _IO, _SAMPLING, _REG, _OTHERS, _ADDITIONAL, _OURS = GROUPS
+#: The largest ``--ang`` of ``--adaptive``: its coarse grid, of twice the step, needs 3 points per icosahedron
+#: edge.
+ADAPTIVE_MAX_ANG = 21.0
+
 _ESCAPE_HELP = (
     "For --nref starts: N annealed start-up steps at a 16-voxel box before iteration 1, which keep "
     "classes from locking onto noise, and after iterations 1 and 2 a check of every class, which splits a "
@@ -507,6 +525,15 @@ OPTIONS: tuple[Option, ...] = (
         convert=lambda value: not value,
     ),
     Option(("--escape",), int, 5, _ESCAPE_HELP, _OURS, "N", field="escape"),
+    Option(
+        ("--adaptive",),
+        bool,
+        False,
+        "Coarse-to-fine search: score a grid of twice the --ang step, then the --ang grid only near the "
+        "coarse orientations that hold 0.999 of each particle's posterior (global searches only)",
+        _OURS,
+        field="adaptive",
+    ),
     Option(("--seed",), int, 0, "Seed of every random choice", _OURS, field="seed"),
     Option(("--scheduler",), str, None, "Run on a running dask.distributed scheduler", _OURS, "ADDRESS"),
     Option(("--workers",), int, None, "Start a local dask cluster of N processes", _OURS, "N"),

@@ -16,10 +16,12 @@ from itertools import combinations
 from typing import Any
 
 import dask
+import dask.array as da
 import numpy as np
 import scipy.fft as sfft
 from dask.callbacks import Callback
 from numpy.typing import ArrayLike, NDArray
+from scipy.special import logsumexp
 
 from .escape import AlignedClass, RigidMove, near_symmetry, superposition, turned_proposal
 from .estep import (
@@ -29,6 +31,7 @@ from .estep import (
     ReferenceBank,
     SufficientStats,
     estep_chunk,
+    orientation_log_masses,
     translation_log_prior,
 )
 from .fourier import AXES3, fourier_rescale, resolution_from_fsc, resolution_masks, shift_phases
@@ -441,13 +444,35 @@ def _chunk_tasks(
     if order is None:
         order = np.arange(len(data))
     size = _chunk_size(len(data), params, dispatch)
+    shared = [_Particles(data.volumes), *shared]
     if dispatch.client is not None:
         shared = [dispatch.client.scatter(item, broadcast=True) for item in shared]
-    tasks = []
-    for start in range(0, len(order), size):
-        indices = np.sort(order[start : start + size])
-        tasks.append(dask.delayed(function)(data.volumes[indices], indices, *shared))
-    return tasks
+    call = dask.delayed(_read_and_apply)
+    return [
+        call(function, np.sort(order[start : start + size]), *shared) for start in range(0, len(order), size)
+    ]
+
+
+class _Particles:
+    """The particles (numpy, memory-mapped, dask or any array-like), in a box that dask does not open: a
+    task reads only its own chunk, and no task carries the graph of the whole data set."""
+
+    def __init__(self, volumes: Any) -> None:
+        self.volumes = volumes
+
+    def read(self, indices: NDArray[np.intp]) -> NDArray[np.float32]:
+        """Particles ``indices``, read now."""
+        rows = self.volumes[indices]
+        if isinstance(rows, da.Array):
+            rows = rows.compute(scheduler="sync")
+        return np.asarray(rows, dtype=np.float32)
+
+
+def _read_and_apply(
+    function: Callable[..., Any], indices: NDArray[np.intp], particles: _Particles, *shared: Any
+) -> Any:
+    """``function(volumes, indices, *shared)`` on the chunk ``indices`` of ``particles``."""
+    return function(particles.read(indices), indices, *shared)
 
 
 def _map_chunks(
@@ -959,18 +984,103 @@ def _apply_regroup(
 # one iteration
 
 
-def _grid(params: MLParams, iteration: int, *, perturbed: bool = True) -> OrientationGrid:
-    grid = orientation_grid(
-        params.ang_deg,
-        params.psi_sampling_deg,
+def _grids(
+    params: MLParams, iteration: int, coarsening: float = 1.0
+) -> tuple[OrientationGrid, OrientationGrid]:
+    """This iteration's grid (perturbed with ``--perturb``) and the same grid unperturbed, at ``coarsening``
+    times the angular steps (the perturbation is the iteration's, whatever the steps)."""
+    psi = params.psi_sampling_deg
+    base = orientation_grid(
+        params.ang_deg * coarsening,
+        None if psi is None else psi * coarsening,
         params.tilt0_deg,
         params.tiltf_deg,
         params.small_angle,
         params.symmetry_group,
     )
-    if params.perturb and perturbed:
-        grid = perturb_grid(grid, perturbation_matrix(_rng(params, iteration, 2), params.ang_deg))
-    return grid
+    if not params.perturb:
+        return base, base
+    return perturb_grid(base, perturbation_matrix(_rng(params, iteration, 2), params.ang_deg)), base
+
+
+def _neighbourhood_frame(grid: OrientationGrid, symmetry: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The angles in which neighbourhoods on ``grid`` are found: its own, or under a point group those of
+    the transposed matrices (whose directions span the asymmetric unit)."""
+    return grid.angles_deg if len(symmetry) == 1 else matrix_to_euler(np.swapaxes(grid.matrices, 1, 2))
+
+
+def _estep_on_subset(
+    chunk: ParticleChunk,
+    allowed: NDArray[np.bool_],
+    references: NDArray[np.float64],
+    grid: OrientationGrid,
+    masks: NDArray[np.bool_],
+    model: EStepModel,
+) -> SufficientStats:
+    """:func:`estep_chunk` of ``chunk`` on the orientations of ``grid`` it is ``allowed``
+    (``(n, len(grid))``), with a bank of only the orientations some particle takes; orientations are
+    reported as ``grid``'s."""
+    used = np.nonzero(allowed.any(axis=0))[0]
+    bank = ReferenceBank(references, grid.matrices[used], masks)
+    stats = estep_chunk(replace(chunk, allowed=allowed[:, used]), bank, model)
+    return _with_particles(stats, orientations=used[stats.particles.orientations])
+
+
+#: An adaptive search refines, for each particle, the coarse orientations that hold this much of its
+#: coarse posterior, and at least its ``ADAPTIVE_PEAKS`` best: the coarse posterior of a 20-degree grid is
+#: nearly one-hot, yet the best fine orientation lay next to the 2nd to 6th best coarse one for 6 of 30
+#: near-symmetric particles at SNR 0.5.
+ADAPTIVE_MASS = 0.999
+ADAPTIVE_PEAKS = 8
+#: The fine orientations refined around a coarse peak: direction and psi within this many coarse steps (a
+#: fine orientation is at most about 0.6 coarse steps from the nearest coarse one).
+ADAPTIVE_REACH = 0.75
+
+
+@dataclass(frozen=True)
+class _AdaptiveSearch:
+    """``--adaptive``: each chunk scores every orientation of a grid of twice the angular steps, then the
+    ``--ang`` grid only within ``ADAPTIVE_REACH`` coarse steps of each particle's coarse peaks
+    (``ADAPTIVE_MASS``, ``ADAPTIVE_PEAKS``). The orientation prior stays uniform over the whole ``--ang``
+    grid (orientations not scored keep their share of it), so a particle's posterior is the exhaustive
+    one without the mass far from its coarse peaks.
+    """
+
+    references: NDArray[np.float64]
+    grid: OrientationGrid
+    coarse: OrientationGrid
+    fine_frame: NDArray[np.float64]  # neighbourhood angles of the unperturbed grids
+    coarse_frame: NDArray[np.float64]
+    reach_deg: float
+
+    def allowed(self, chunk: ParticleChunk, masks: NDArray[np.bool_], model: EStepModel) -> NDArray[np.bool_]:
+        """The coarse pass: ``(n, len(grid))``, the fine orientations each particle of ``chunk`` is scored
+        against."""
+        bank = ReferenceBank(self.references, self.coarse.matrices, masks)
+        log_mass = orientation_log_masses(chunk, bank, model)
+        posterior = np.exp(log_mass - logsumexp(log_mass, axis=1, keepdims=True))
+        peaks = _holding_mass(posterior, ADAPTIVE_MASS)
+        best = np.argsort(-log_mass, axis=1)[:, :ADAPTIVE_PEAKS]
+        np.put_along_axis(peaks, best, True, axis=1)
+        centres = np.nonzero(peaks.any(axis=0))[0]
+        near = local_neighbourhoods(self.fine_frame, self.coarse_frame[centres], self.reach_deg)
+        return (peaks[:, centres].astype(np.float32) @ near.astype(np.float32)) > 0
+
+    def estep(self, chunk: ParticleChunk, masks: NDArray[np.bool_], model: EStepModel) -> SufficientStats:
+        """:func:`estep_chunk` on the fine orientations near each particle's coarse peaks."""
+        counted = replace(chunk, orientation_count=np.full(len(chunk), float(len(self.grid))))
+        allowed = self.allowed(chunk, masks, model)
+        return _estep_on_subset(counted, allowed, self.references, self.grid, masks, model)
+
+
+def _holding_mass(posterior: NDArray[np.float64], mass: float) -> NDArray[np.bool_]:
+    """Per row of ``posterior``, the fewest entries whose sum reaches ``mass`` of the row's: ``(n, m)``."""
+    order = np.argsort(-posterior, axis=1)
+    ranked = np.take_along_axis(posterior, order, axis=1)
+    before = np.cumsum(ranked, axis=1) - ranked
+    held = np.zeros(posterior.shape, dtype=bool)
+    np.put_along_axis(held, order, before < mass * ranked.sum(axis=1, keepdims=True), axis=1)
+    return held
 
 
 @dataclass(frozen=True)
@@ -1017,11 +1127,11 @@ class _RestrictedSearch:
 
     def estep(self, chunk: ParticleChunk, masks: NDArray[np.bool_], model: EStepModel) -> SufficientStats:
         """:func:`estep_chunk` against a bank of the orientations the chunk takes."""
-        allowed = self.allowed(chunk.indices)
-        used = np.nonzero(allowed.any(axis=0))[0]
-        bank = ReferenceBank(self.references, self.grid.matrices[used], masks)
-        stats = estep_chunk(replace(chunk, allowed=allowed[:, used]), bank, model)
-        return _with_particles(stats, orientations=used[stats.particles.orientations])
+        return _estep_on_subset(chunk, self.allowed(chunk.indices), self.references, self.grid, masks, model)
+
+
+#: What an E-step task scores its chunk against.
+_Search = ReferenceBank | _RestrictedSearch | _AdaptiveSearch
 
 
 def _with_particles(stats: SufficientStats, **changes: Any) -> SufficientStats:
@@ -1035,18 +1145,22 @@ def _focused_references(state: MLState, setup: _Setup) -> NDArray[np.float64]:
 
 def _search(
     data: SubtomogramSet, params: MLParams, setup: _Setup, references: NDArray[np.float64], iteration: int
-) -> tuple[OrientationGrid, ReferenceBank | _RestrictedSearch]:
-    """This iteration's orientations: the shared bank of the whole grid, or a restricted search."""
-    if params.global_search:
-        grid = _grid(params, iteration)
+) -> tuple[OrientationGrid, _Search]:
+    """This iteration's orientations: a bank of the whole grid, or an adaptive or restricted search."""
+    if params.global_search and not params.adaptive:
+        grid, _ = _grids(params, iteration)
         return grid, ReferenceBank(references, grid.matrices, setup.masks)
+    group = params.symmetry_group
+    if params.global_search:
+        (grid, base), (coarse, coarse_base) = _grids(params, iteration), _grids(params, iteration, 2.0)
+        frames = _neighbourhood_frame(base, group), _neighbourhood_frame(coarse_base, group)
+        return grid, _AdaptiveSearch(references, grid, coarse, *frames, ADAPTIVE_REACH * 2.0 * params.ang_deg)
     assert data.angles_deg is not None  # _check_metadata_poses
     if params.dont_rotate or params.dont_align:  # each particle at its own metadata orientation
         grid = OrientationGrid(data.angles_deg, euler_to_matrix(*data.angles_deg.T))
         return grid, _RestrictedSearch(references, grid, grid.angles_deg)
-    grid, base = _grid(params, iteration), _grid(params, iteration, perturbed=False)
-    group = params.symmetry_group
-    frame = base.angles_deg if len(group) == 1 else matrix_to_euler(np.swapaxes(base.matrices, 1, 2))
+    grid, base = _grids(params, iteration)
+    frame = _neighbourhood_frame(base, group)
     search = _RestrictedSearch(
         references, grid, frame, data.angles_deg, params.ang_search_deg, params.limit_psi, group
     )
@@ -1074,7 +1188,7 @@ def _estep_task(
     halves: NDArray[np.intp],
     region_index: NDArray[np.intp],
     setup: _Setup,
-    search: ReferenceBank | _RestrictedSearch,
+    search: _Search,
     model: EStepModel,
     fixed_shifts: NDArray[np.float64] | None,
 ) -> SufficientStats:

@@ -138,8 +138,16 @@ def read_volume_stack(paths: Sequence[str | os.PathLike[str]], shape: tuple[int,
     Nothing is read until a chunk is computed, and the files' shapes are not checked here: check them
     first (:func:`napari_mltomo.io.particle_box` reads the headers).
     """
-    read = dask.delayed(read_volume, pure=True)
-    return da.stack([da.from_delayed(read(str(path)), shape, dtype=np.float32) for path in paths])
+    names = [str(path) for path in paths]
+    layer = f"read-volumes-{dask.base.tokenize(names, shape)}"
+    graph = {(layer, i, 0, 0, 0): (_read_block, name) for i, name in enumerate(names)}
+    chunks = ((1,) * len(names), *((length,) for length in shape))
+    return da.Array(graph, layer, chunks, dtype=np.float32)  # one graph layer, however many files
+
+
+def _read_block(path: str) -> NDArray[np.float32]:
+    """One volume as a ``(1, z, y, x)`` block of :func:`read_volume_stack`."""
+    return read_volume(path)[None]
 
 
 def volume_shape(path: str | os.PathLike[str]) -> tuple[int, int, int]:
