@@ -419,6 +419,16 @@ def orientation_log_masses(
     return logsumexp(summaries.log_mass, axis=2)
 
 
+def _maps_per_batch(n_classes: int, size: int) -> int:
+    """Correlation maps in about ``BATCH_BYTES`` (at least one per class)."""
+    return max(n_classes, BATCH_BYTES // (4 * size**3))
+
+
+def _rows_per_block(n_classes: int, size: int) -> int:
+    """Particles whose maps of every class fit in about ``BATCH_BYTES`` (at least one)."""
+    return max(1, _maps_per_batch(n_classes, size) // n_classes)
+
+
 def _map_batches(
     allowed: NDArray[np.bool_], n_classes: int, size: int
 ) -> list[tuple[NDArray[np.intp], slice]]:
@@ -428,9 +438,8 @@ def _map_batches(
     allowed, a batch spans several orientations when the chunk is small.
     """
     n_particles, n_orientations = allowed.shape
-    maps_per_batch = max(n_classes, BATCH_BYTES // (4 * size**3))
-    step = max(1, maps_per_batch // (n_particles * n_classes))
-    group = max(1, maps_per_batch // (n_classes * step))
+    step = max(1, _maps_per_batch(n_classes, size) // (n_particles * n_classes))
+    group = max(1, _rows_per_block(n_classes, size) // step)
     blocks = []
     for a in range(0, n_orientations, step):
         batch = slice(a, min(a + step, n_orientations))
@@ -610,16 +619,21 @@ def _backward(
     group = chunk.regions * 2 + chunk.halves  # (n,) -> (region, half) pair
     one_hot = np.zeros((2 * n_regions, len(chunk)))
     one_hot[group, np.arange(len(chunk))] = 1.0
+    block = _rows_per_block(n_classes, bank.size)
     for a in np.nonzero(significant.any(axis=(0, 2)))[0]:
-        rows = np.nonzero(significant[:, a].any(axis=1))[0]
+        members = np.nonzero(significant[:, a].any(axis=1))[0]
         forward = bank.forward(bank.matrices[a])
         rotated = bank.rotated_by(forward)
-        weights = weights_at(rows, rotated)
-        weights *= significant[rows, a][..., None, None, None]
-        weight_spectra = sfft.rfftn(weights, axes=AXES3)
-        shifted = chunk.spectra[rows, None] * weight_spectra.conj()  # (r, K, half)
-        grouped = np.einsum("gr,rk...->gk...", one_hot[:, rows], shifted.astype(np.complex128))
-        masses = one_hot[:, rows] @ weights.sum(axis=(2, 3, 4), dtype=np.float64)  # (2R, K)
+        grouped = np.zeros((2 * n_regions, n_classes, *half), dtype=np.complex128)
+        masses = np.zeros((2 * n_regions, n_classes))
+        for start in range(0, len(members), block):  # a few maps at a time, however many particles
+            rows = members[start : start + block]
+            weights = weights_at(rows, rotated)
+            weights *= significant[rows, a][..., None, None, None]
+            weight_spectra = sfft.rfftn(weights, axes=AXES3)
+            shifted = chunk.spectra[rows, None] * weight_spectra.conj()  # (r, K, half)
+            grouped += np.einsum("gr,rk...->gk...", one_hot[:, rows], shifted.astype(np.complex128))
+            masses += one_hot[:, rows] @ weights.sum(axis=(2, 3, 4), dtype=np.float64)  # (2R, K)
         class_weights += masses.sum(axis=0)
         _spread_orientation(
             data_spread, model_spread, grouped, masses, rotated.conjugate_spectra[0], forward, model

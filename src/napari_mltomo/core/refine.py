@@ -440,17 +440,24 @@ def _chunk_tasks(
     order: NDArray[np.intp] | None,
 ) -> list[Any]:
     """One delayed ``function(volumes, indices, *shared)`` per chunk of particles, taken in ``order``
-    (the data's order if None); each chunk reads its particles in ascending order."""
+    (the data's order if None); each chunk reads its particles (``shared[0]``, see :func:`_shared`) in
+    ascending order."""
     if order is None:
         order = np.arange(len(data))
     size = _chunk_size(len(data), params, dispatch)
-    shared = [_Particles(data.volumes), *shared]
-    if dispatch.client is not None:
-        shared = [dispatch.client.scatter(item, broadcast=True) for item in shared]
     call = dask.delayed(_read_and_apply)
     return [
         call(function, np.sort(order[start : start + size]), *shared) for start in range(0, len(order), size)
     ]
+
+
+def _shared(data: SubtomogramSet, shared: Sequence[Any], dispatch: _Dispatch) -> list[Any]:
+    """The particles and ``shared``, as the chunk tasks take them: on a cluster, scattered to every worker
+    once (the caller holds the result until the tasks are done, or the cluster drops them)."""
+    items = [_Particles(data.volumes), *shared]
+    if dispatch.client is None:
+        return items
+    return [dispatch.client.scatter(item, broadcast=True, hash=False) for item in items]
 
 
 class _Particles:
@@ -485,6 +492,7 @@ def _map_chunks(
 ) -> list[Any]:
     """Apply ``function(volumes, indices, *shared)`` to every chunk of particles with dask, reporting
     each finished chunk of ``stage`` to ``dispatch.on_chunk``."""
+    shared = _shared(data, shared, dispatch)
     tasks = _chunk_tasks(function, data, params, shared, dispatch, None)
     if dispatch.client is not None:
         return _gather_reporting(dispatch.client, tasks, stage, dispatch.on_chunk)
@@ -506,6 +514,7 @@ def _sum_chunks(
     """:func:`_map_chunks`, summed with ``add`` as the chunks finish, so that only a few chunks'
     results are held at once. The sum is a fixed pairwise tree over the chunks, so threads and a
     cluster give the same result to the last bit."""
+    shared = _shared(data, shared, dispatch)
     tasks = _chunk_tasks(function, data, params, shared, dispatch, order)
     if dispatch.client is not None:
         return _sum_reporting(dispatch.client, tasks, add, stage, dispatch.on_chunk)
