@@ -13,11 +13,14 @@ from napari_mltomo.core.params import MLParams, ParameterError
 from napari_mltomo.core.refine import (
     StartModel,
     SubtomogramSet,
+    _adaptive_reach,
+    _grids,
     _holding_mass,
     _make_setup,
     _search,
     run_refine,
 )
+from napari_mltomo.core.symmetry import orientation_copies
 from napari_mltomo.core.synthetic import (
     adjusted_rand_index,
     class_orientation_errors_deg,
@@ -33,6 +36,28 @@ def test_the_fewest_orientations_holding_the_mass_are_kept() -> None:
     np.testing.assert_array_equal(held[0], [False, True, True, False])
     assert held[1].sum() == 4  # three quarters are not enough
     np.testing.assert_array_equal(held[2], [True, False, False, False])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"ang_deg": 15.0},
+        {"ang_deg": 10.0, "symmetry": "c4"},
+        {"ang_deg": 15.0, "symmetry": "d2"},
+        {"ang_deg": 10.0, "psi_sampling_deg": 30.0},
+    ],
+)
+def test_every_fine_orientation_is_refined_around_its_nearest_coarse_one(options: dict) -> None:
+    """Whichever fine orientation is best, the coarse orientation nearest it (under the point group) brings
+    it into the fine pass; and each coarse orientation brings only a few."""
+    params = MLParams(n_classes=1, adaptive=True, **options)
+    reach = _adaptive_reach(params).toarray() > 0
+    (_, fine), (_, coarse) = _grids(params, 0), _grids(params, 0, 2.0)
+    copies = orientation_copies(coarse.matrices, params.symmetry_group)
+    closeness = np.einsum("cgij,fij->fcg", copies, fine.matrices).max(axis=2)  # trace(C^T F)
+    nearest = closeness >= closeness.max(axis=1, keepdims=True) - 1e-9  # (fine, coarse); ties between psi
+    assert (nearest & reach.T).any(axis=1).all()
+    assert reach.sum(axis=1).mean() < 0.02 * len(fine) + 40
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +99,11 @@ def test_the_adaptive_estep_gives_the_exhaustive_posteriors_from_a_tenth_of_the_
 
 
 def test_an_adaptive_refinement_finds_the_classes_and_poses_of_the_exhaustive_one(two_classes) -> None:
-    """Two iterations from noisy true references, with the grid perturbed as in any run."""
+    """Two iterations from noisy true references, with the grid perturbed (``--perturb``)."""
     made, data = two_classes
     rng = np.random.default_rng(0)
     references = made.phantoms + rng.normal(scale=0.25 * made.phantoms.std(), size=made.phantoms.shape)
-    params = MLParams(n_classes=2, max_iter=2, ang_deg=20.0, threads=2, seed=1)
+    params = MLParams(n_classes=2, max_iter=2, ang_deg=20.0, threads=2, seed=1, perturb=True)
     start = StartModel(references=references.astype(np.float64))
     scores = {}
     for adaptive in (False, True):

@@ -4,8 +4,9 @@ local-search chunks grouped by orientation, and the default chunk size."""
 from __future__ import annotations
 
 import operator
+import time
 import tracemalloc
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from napari_mltomo.core.fourier import resolution_masks
 from napari_mltomo.core.params import MLParams
 from napari_mltomo.core.refine import (
     MAX_AUTO_CHUNK,
+    ChunkProgress,
     SubtomogramSet,
     _chunk_size,
     _Dispatch,
@@ -54,18 +56,65 @@ class _Counted:
     def __add__(self, other: _Counted) -> _Counted:
         return _Counted(self.value + other.value)
 
+    def __reduce__(self) -> tuple:
+        return _Counted, (self.value,)  # a copy made by pickling counts too
+
 
 def _index_sum(volumes: np.ndarray, indices: np.ndarray) -> _Counted:
     return _Counted(int(indices.sum()))
 
 
-def test_chunk_results_are_added_as_they_finish_not_held_until_the_end() -> None:
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_chunk_results_are_added_as_they_finish_not_held_until_the_end(on_cluster: bool) -> None:
     data = SubtomogramSet(np.zeros((160, 2, 2, 2), dtype=np.float32))
     params = MLParams(n_classes=1, threads=2, chunk_size=4)
     _Counted.alive = _Counted.peak = 0
-    total = _sum_chunks(_index_sum, data, params, [], _Dispatch(), "test")
+    if on_cluster:
+        distributed = pytest.importorskip("distributed")
+        with distributed.Client(
+            processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
+        ) as client:
+            total = _sum_chunks(_index_sum, data, params, [], _Dispatch(client), "test")
+    else:
+        total = _sum_chunks(_index_sum, data, params, [], _Dispatch(), "test")
     assert total.value == sum(range(160))
-    assert _Counted.peak <= 10  # 40 chunks: holding them all would peak at 40 or more
+    assert _Counted.peak <= 20  # 40 chunks: holding them all would peak at 40 or more
+
+
+def _cluster(distributed: Any) -> Any:
+    """An in-process cluster of 2 single-threaded workers."""
+    return distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None)
+
+
+class _Stop(Exception):
+    pass
+
+
+_STARTED: list[int] = []
+
+
+def _slow_chunk(volumes: np.ndarray, indices: np.ndarray) -> int:
+    _STARTED.append(int(indices[0]))
+    time.sleep(0.05)
+    return len(indices)
+
+
+def test_raising_from_the_progress_callback_cancels_the_chunks_on_a_cluster() -> None:
+    distributed = pytest.importorskip("distributed")
+    data = SubtomogramSet(np.zeros((40, 2, 2, 2), dtype=np.float32))
+    params = MLParams(n_classes=1, threads=2, chunk_size=1)
+
+    def stop(event: ChunkProgress) -> None:
+        raise _Stop
+
+    _STARTED.clear()
+    with distributed.Client(
+        processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
+    ) as client:
+        with pytest.raises(_Stop):
+            _sum_chunks(_slow_chunk, data, params, [], _Dispatch(client, stop), "test")
+        time.sleep(0.5)  # what was not cancelled would run now: 10 more chunks
+    assert len(_STARTED) <= 6
 
 
 def test_threads_and_a_cluster_add_the_chunks_in_the_same_order() -> None:
@@ -136,7 +185,7 @@ def _estep_peak_bytes(ang_deg: float) -> int:
 
 def test_the_estep_does_not_hold_the_references_in_every_orientation() -> None:
     """From 30 to 15 degrees the grid grows from 504 to 3888 orientations: all the rotated references would
-    take 3888 x 2 x 16 x 16 x 9 x 8 bytes = 14 MB more; the E-step's peak grows by far less."""
+    take 3888 x 2 x 16 x 16 x 9 x 8 bytes = 143 MB more; the E-step's peak grows by far less."""
     coarse, fine = _estep_peak_bytes(30.0), _estep_peak_bytes(15.0)
     n_fine = len(orientation_grid(15.0))
     whole_bank = n_fine * 2 * 16 * 16 * 9 * 8

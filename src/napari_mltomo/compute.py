@@ -89,7 +89,7 @@ def refine_run(
     )
     state = None
     with dask_client(inputs.scheduler, inputs.workers) as client:
-        refuse_non_finite(data.volumes, inputs.images["image"], inputs.params.threads, client)
+        refuse_non_finite(data, inputs.images["image"], inputs.params, client)
         if on_chunk is not None:
             on_chunk(ChunkProgress(CHECK_STAGE, 1, 1))
         states = iter_refine(data, inputs.params, start, client=client, on_chunk=on_chunk)

@@ -172,28 +172,35 @@ def fourier_stencil(matrix: ArrayLike, size: int) -> FourierStencil:
     size : int
         Box size ``N``. Frequencies on or beyond the Nyquist sphere ``|k| >= N/2`` are set to zero.
     """
-    kz, ky, kx = (np.broadcast_to(c, (size, size, size // 2 + 1)) for c in signed_frequencies(size))
-    inside = (kx**2 + ky**2 + kz**2 < (size / 2) ** 2).ravel()
-    targets = np.nonzero(inside)[0]
-    k = np.stack([kx.ravel()[targets], ky.ravel()[targets], kz.ravel()[targets]])
-    points = OVERSAMPLING * (np.asarray(matrix, dtype=np.float64).T @ k)  # (3, P): x, y, z
+    targets, frequencies = _frequencies_inside(size)
+    points = np.asarray(matrix, dtype=np.float64).T @ frequencies  # (3, P): x, y, z on the fine grid
     conjugate = points[0] < 0
-    points *= np.where(conjugate, -1.0, 1.0)  # F(-p) = conj(F(p)) for a real volume
+    points[:, conjugate] *= -1.0  # F(-p) = conj(F(p)) for a real volume
     fine = OVERSAMPLING * size
     low = np.floor(points)
-    low[0] = np.minimum(low[0], fine // 2 - 1)  # x = fine/2 is the last column of the half grid
+    np.minimum(low[0], fine // 2 - 1, out=low[0])  # x = fine/2 is the last column of the half grid
     frac = (points - low).astype(np.float32)
     low = low.astype(np.intp)
     # The 8 corners in (dz, dy, dx) order, dx fastest: each axis's two neighbours, then all products.
     x = low[0] + _NEIGHBOURS
     y = (low[1] + _NEIGHBOURS) % fine
     z = (low[2] + _NEIGHBOURS) % fine
-    indices = ((z[:, None, None] * fine + y[None, :, None]) * (fine // 2 + 1) + x[None, None, :]).reshape(
-        8, -1
-    )
+    rows = (z[:, None] * fine + y[None, :]) * (fine // 2 + 1)  # (2, 2, P)
+    indices = (rows[:, :, None] + x[None, None]).reshape(8, -1)
     wx, wy, wz = (np.stack([1 - f, f]) for f in frac)
-    weights = (wz[:, None, None] * wy[None, :, None] * wx[None, None, :]).reshape(8, -1)
+    weights = ((wz[:, None] * wy[None, :])[:, :, None] * wx[None, None]).reshape(8, -1)
     return FourierStencil(indices, weights, conjugate, targets, size)
+
+
+@lru_cache(maxsize=16)
+def _frequencies_inside(size: int) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """The half-grid indices inside the Nyquist sphere ``|k| < N/2`` and their ``(x, y, z)`` frequencies
+    on the oversampled grid, ``(3, P)``. Cached: do not modify."""
+    kz, ky, kx = (np.broadcast_to(c, (size, size, size // 2 + 1)) for c in signed_frequencies(size))
+    targets = np.nonzero((kx**2 + ky**2 + kz**2 < (size / 2) ** 2).ravel())[0]
+    frequencies = OVERSAMPLING * np.stack([kx.ravel()[targets], ky.ravel()[targets], kz.ravel()[targets]])
+    targets.flags.writeable = frequencies.flags.writeable = False
+    return targets, frequencies
 
 
 def oversampled_shape(size: int) -> tuple[int, int, int]:

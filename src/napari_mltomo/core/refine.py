@@ -21,6 +21,7 @@ import numpy as np
 import scipy.fft as sfft
 from dask.callbacks import Callback
 from numpy.typing import ArrayLike, NDArray
+from scipy import sparse
 from scipy.special import logsumexp
 
 from .escape import AlignedClass, RigidMove, near_symmetry, superposition, turned_proposal
@@ -82,6 +83,7 @@ __all__ = [
     "StartModel",
     "SubtomogramSet",
     "check_start",
+    "finite_particles",
     "internal_size",
     "iter_refine",
     "prepare_references",
@@ -411,6 +413,17 @@ def run_refine(
     return state
 
 
+def finite_particles(data: SubtomogramSet, params: MLParams, client: Any = None) -> NDArray[np.bool_]:
+    """Whether each particle is finite (no NaN or Inf voxel): every particle read once, a chunk per task
+    on threads or on ``client``, ``(n,)``."""
+    parts = _map_chunks(_finite_rows, data, params, [], _Dispatch(client), "particles checked")
+    return np.concatenate(parts) if parts else np.ones(0, dtype=bool)
+
+
+def _finite_rows(volumes: NDArray[np.float32], indices: NDArray[np.intp]) -> NDArray[np.bool_]:
+    return np.isfinite(volumes).all(axis=(1, 2, 3))
+
+
 def _rng(params: MLParams, *keys: int) -> np.random.Generator:
     """A generator derived only from the seed and the given keys (iteration, purpose, ...)."""
     return np.random.default_rng([params.seed, *keys])
@@ -568,17 +581,18 @@ def _sum_reporting(
     on_chunk: Callable[[ChunkProgress], None] | None,
 ) -> Any:
     """The :func:`_pairwise` sum of ``tasks`` on a dask.distributed cluster, reporting each task as it
-    finishes; the cluster drops each chunk's result once it has been added."""
+    finishes. The tree goes to the scheduler as one graph, whose order adds each pair as soon as both
+    are done; the client holds no chunk result, so the cluster drops each once it has been added."""
     from distributed import as_completed
 
-    leaves = client.compute(tasks)
-    total = _pairwise(leaves, functools.partial(client.submit, add))
-    pending, count = as_completed(leaves), len(leaves)
-    del leaves  # hold no chunk result here
+    total, *leaves = client.compute([_pairwise(tasks, dask.delayed(add)), *tasks], optimize_graph=False)
+    pending = as_completed(leaves)
+    del leaves  # each chunk's future is dropped as it is reported
     try:
-        _report_as_finished(pending, count, stage, on_chunk)
+        _report_as_finished(pending, len(tasks), stage, on_chunk)
     except BaseException:
-        client.cancel([total])
+        client.cancel([total, *pending.futures])  # and with them every chunk not yet started
+        pending.clear()
         raise
     return total.result()
 
@@ -678,7 +692,13 @@ def _startup(
     each step's state (``iteration`` is the step number) and returns the references, scaled up to the
     run's internal size, as the start of the run.
     """
-    low = replace(params, dim=STARTUP_SIZE if setup.size > STARTUP_SIZE else params.dim, reg0=0.0, regf=0.0)
+    low = replace(
+        params,
+        dim=STARTUP_SIZE if setup.size > STARTUP_SIZE else params.dim,
+        reg0=0.0,
+        regf=0.0,
+        adaptive=False,  # soft posteriors: nearly every coarse orientation would be a peak
+    )
     low_setup = _make_setup(data, low)
     state = _starting_state(data, low, low_setup, None, dispatch)
     steps = params.escape
@@ -1049,18 +1069,16 @@ ADAPTIVE_REACH = 0.75
 @dataclass(frozen=True)
 class _AdaptiveSearch:
     """``--adaptive``: each chunk scores every orientation of a grid of twice the angular steps, then the
-    ``--ang`` grid only within ``ADAPTIVE_REACH`` coarse steps of each particle's coarse peaks
-    (``ADAPTIVE_MASS``, ``ADAPTIVE_PEAKS``). The orientation prior stays uniform over the whole ``--ang``
-    grid (orientations not scored keep their share of it), so a particle's posterior is the exhaustive
-    one without the mass far from its coarse peaks.
+    ``--ang`` grid only near each particle's coarse peaks (``ADAPTIVE_MASS``, ``ADAPTIVE_PEAKS``; "near"
+    is :func:`_adaptive_reach`). The orientation prior stays uniform over the whole ``--ang`` grid
+    (orientations not scored keep their share of it), so a particle's posterior is the exhaustive one
+    without the mass far from its coarse peaks.
     """
 
     references: NDArray[np.float64]
     grid: OrientationGrid
     coarse: OrientationGrid
-    fine_frame: NDArray[np.float64]  # neighbourhood angles of the unperturbed grids
-    coarse_frame: NDArray[np.float64]
-    reach_deg: float
+    reach: sparse.csr_matrix  # (len(coarse), len(grid)) bool
 
     def allowed(self, chunk: ParticleChunk, masks: NDArray[np.bool_], model: EStepModel) -> NDArray[np.bool_]:
         """The coarse pass: ``(n, len(grid))``, the fine orientations each particle of ``chunk`` is scored
@@ -1071,15 +1089,50 @@ class _AdaptiveSearch:
         peaks = _holding_mass(posterior, ADAPTIVE_MASS)
         best = np.argsort(-log_mass, axis=1)[:, :ADAPTIVE_PEAKS]
         np.put_along_axis(peaks, best, True, axis=1)
-        centres = np.nonzero(peaks.any(axis=0))[0]
-        near = local_neighbourhoods(self.fine_frame, self.coarse_frame[centres], self.reach_deg)
-        return (peaks[:, centres].astype(np.float32) @ near.astype(np.float32)) > 0
+        return (sparse.csr_matrix(peaks, dtype=np.int32) @ self.reach).toarray() > 0
 
     def estep(self, chunk: ParticleChunk, masks: NDArray[np.bool_], model: EStepModel) -> SufficientStats:
         """:func:`estep_chunk` on the fine orientations near each particle's coarse peaks."""
         counted = replace(chunk, orientation_count=np.full(len(chunk), float(len(self.grid))))
         allowed = self.allowed(chunk, masks, model)
         return _estep_on_subset(counted, allowed, self.references, self.grid, masks, model)
+
+
+@functools.lru_cache(maxsize=2)
+def _adaptive_reach(params: MLParams) -> sparse.csr_matrix:
+    """``(n_coarse, n_fine)``: the orientations of the ``--ang`` grid within ``ADAPTIVE_REACH`` coarse
+    steps of each orientation of the coarse grid (direction, and psi in coarse psi steps), or of one of its
+    symmetry copies, and of the nearest one; found once per run on the unperturbed grids (both take the
+    same perturbation)."""
+    (_, fine), (_, coarse) = _grids(params, 0), _grids(params, 0, 2.0)
+    group = params.symmetry_group
+    frame = _neighbourhood_frame(fine, group)
+    if len(group) == 1:
+        centres = coarse.angles_deg[:, None]
+    else:
+        copies = orientation_copies(coarse.matrices, group)
+        centres = matrix_to_euler(np.swapaxes(copies, -1, -2))  # (n_coarse, G, 3)
+    psi_step = params.ang_deg if params.psi_sampling_deg is None else params.psi_sampling_deg
+    reach, psi_reach = (ADAPTIVE_REACH * 2.0 * step for step in (params.ang_deg, psi_step))
+    blocks = []
+    for block in np.array_split(centres, max(1, len(centres) // 16)):
+        near = local_neighbourhoods(frame, block.reshape(-1, 3), reach, psi_range_deg=psi_reach)
+        blocks.append(sparse.csr_matrix(near.reshape(len(block), -1, len(fine)).any(axis=1), dtype=np.int32))
+    # and every fine orientation joins its nearest coarse one (near the poles, or in a seam between
+    # the copies of the coarse grid, that one can lie outside the direction and psi ranges)
+    copies = orientation_copies(coarse.matrices, group).reshape(-1, 9)  # (n_coarse * G, 9)
+    nearest = np.concatenate(
+        [
+            (block.reshape(-1, 9) @ copies.T).argmax(axis=1) // len(group)  # largest trace(C^T F)
+            for block in np.array_split(fine.matrices, max(1, len(fine) // 512))
+        ]
+    )
+    own = sparse.csr_matrix(
+        (np.ones(len(fine), np.int32), (nearest, np.arange(len(fine)))), shape=(len(coarse), len(fine))
+    )
+    reached = sparse.vstack(blocks, format="csr") + own
+    reached.data[:] = 1
+    return reached
 
 
 def _holding_mass(posterior: NDArray[np.float64], mass: float) -> NDArray[np.bool_]:
@@ -1161,9 +1214,8 @@ def _search(
         return grid, ReferenceBank(references, grid.matrices, setup.masks)
     group = params.symmetry_group
     if params.global_search:
-        (grid, base), (coarse, coarse_base) = _grids(params, iteration), _grids(params, iteration, 2.0)
-        frames = _neighbourhood_frame(base, group), _neighbourhood_frame(coarse_base, group)
-        return grid, _AdaptiveSearch(references, grid, coarse, *frames, ADAPTIVE_REACH * 2.0 * params.ang_deg)
+        (grid, _), (coarse, _) = _grids(params, iteration), _grids(params, iteration, 2.0)
+        return grid, _AdaptiveSearch(references, grid, coarse, _adaptive_reach(params))
     assert data.angles_deg is not None  # _check_metadata_poses
     if params.dont_rotate or params.dont_align:  # each particle at its own metadata orientation
         grid = OrientationGrid(data.angles_deg, euler_to_matrix(*data.angles_deg.T))

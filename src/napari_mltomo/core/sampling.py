@@ -174,6 +174,7 @@ def local_neighbourhoods(
     centre_angles_deg: NDArray[np.float64],
     search_deg: float,
     limit_psi: bool = True,
+    psi_range_deg: float | None = None,
 ) -> NDArray[np.bool_]:
     """The grid orientations within a local search range of each centre (``--ang_search``).
 
@@ -193,6 +194,8 @@ def local_neighbourhoods(
         Search range ``--ang_search`` in degrees.
     limit_psi : bool
         Restrict psi (off with ``--dont_limit_psirange``).
+    psi_range_deg : float, optional
+        The psi range, if not ``search_deg``.
 
     Returns
     -------
@@ -203,7 +206,7 @@ def local_neighbourhoods(
     if limit_psi:
         polar = np.abs(_wrap(grid_angles_deg[:, 1], -90.0, 90.0)) < 1.1 * search_deg
         psi_gap = np.abs(_wrap(centre_angles_deg[:, None, 2] - grid_angles_deg[None, :, 2], -180.0, 180.0))
-        allowed &= polar | (psi_gap <= search_deg)
+        allowed &= polar | (psi_gap <= (search_deg if psi_range_deg is None else psi_range_deg))
     empty = np.nonzero(~allowed.any(axis=1))[0]
     if len(empty):
         allowed[empty, _nearest_orientations(grid_angles_deg, centre_angles_deg[empty])] = True

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask.array as da
 import numpy as np
 from numpy.typing import NDArray
 
@@ -28,6 +27,7 @@ from napari_mltomo.core.refine import (
     StartModel,
     SubtomogramSet,
     check_start,
+    finite_particles,
     internal_size,
     prepare_references,
 )
@@ -211,14 +211,12 @@ def error_text(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def refuse_non_finite(volumes: da.Array, names: Sequence[str], threads: int, client: Any = None) -> None:
-    """Read every particle once (on ``client`` if given); a particle with NaN or Inf voxels raises
-    :class:`VolumeError` naming it, before anything is written."""
-    finite = da.isfinite(volumes).all(axis=(1, 2, 3))
-    if client is not None:
-        finite = client.compute(finite).result()
-    else:
-        finite = finite.compute(scheduler="threads", num_workers=threads)
+def refuse_non_finite(
+    data: SubtomogramSet, names: Sequence[str], params: MLParams, client: Any = None
+) -> None:
+    """Read every particle once, a chunk per task as the refinement does (on ``client`` if given); a
+    particle with NaN or Inf voxels raises :class:`VolumeError` naming it, before anything is written."""
+    finite = finite_particles(data, params, client)
     if not np.all(finite):
         bad = np.flatnonzero(~finite)
         others = len(bad) - 1
