@@ -517,9 +517,11 @@ def _summarise_maps(
         peak_correlation = _centre_correlations(maps)
         weights = maps * inv_var
         weights += log_prior
-        top = weights.max(axis=-1)
-        best_shift[rows, batch] = weights.argmax(axis=-1)
-        weights -= top[..., None]
+        best = weights.argmax(axis=-1)
+        best_shift[rows, batch] = best
+        top = np.take_along_axis(weights, best[..., None], axis=-1)  # one pass fewer than max and argmax
+        weights -= top
+        top = top[..., 0]
         np.exp(weights, out=weights)
         mass = weights.sum(axis=-1).astype(np.float64)
         half_sum = _half_power_sum(chunk, rotated.norms, rows)
