@@ -242,7 +242,7 @@ def orientation_order(angles_deg: NDArray[np.float64], scale_deg: float) -> NDAr
         ]
     )
     psi = _wrap(angles_deg[:, 2], 0.0, 360.0)
-    return np.lexsort((psi, np.floor(psi / cell), nearest))
+    return np.lexsort((psi, nearest))  # by direction cell, then psi
 
 
 def _nearest_orientations(
