@@ -94,9 +94,15 @@ def test_true_references_recover_classes_and_orientations(problem: dict) -> None
     assert np.sum(errors > 35.0) <= 1
 
 
-def test_posteriors_are_normalised_and_loglikelihood_is_exact(problem: dict) -> None:
-    """Brute force one particle: LL_i = logsumexp over (a, k, t) of log prior - d / sigma^2 - n log(...)."""
-    model, bank, chunk = problem["model"], problem["bank"], _sub_chunk(problem["chunk"], slice(0, 1))
+@pytest.mark.parametrize("sigma_offset", [1.5, 0.6])
+def test_posteriors_are_normalised_and_loglikelihood_is_exact(problem: dict, sigma_offset: float) -> None:
+    """Brute force one particle: LL_i = logsumexp over (a, k, t) of log prior - d / sigma^2 - n log(...),
+    and the posterior means of d and |t|^2 and the best pose. A prior of 0.6 pixels allows a 9-voxel box
+    of the 16-voxel maps, which is all the E-step reads of them."""
+    log_prior, shift_sq = translation_log_prior(SIZE, sigma_offset)
+    model = replace(problem["model"], log_prior=log_prior, shift_sq=shift_sq)
+    assert model.translations.shift_sq.size == (SIZE if sigma_offset > 1 else 9) ** 3
+    bank, chunk = problem["bank"], _sub_chunk(problem["chunk"], slice(0, 1))
     stats = estep_chunk(chunk, bank, model)
     x = chunk.spectra[0].astype(np.complex128)
     rotated = bank.rotated(slice(None))
@@ -113,6 +119,13 @@ def test_posteriors_are_normalised_and_loglikelihood_is_exact(problem: dict) -> 
     assert stats.log_likelihood == pytest.approx(expected, rel=1e-5)
     assert stats.class_weights.sum() == pytest.approx(1.0, abs=1e-6)
     assert 0.0 < stats.particles.pmax[0] <= 1.0
+    posterior = np.exp(log_terms - logsumexp(log_terms))
+    assert stats.noise_sum == pytest.approx(2 * np.sum(posterior * residual), rel=1e-4)
+    assert stats.offset_sum == pytest.approx(np.sum(posterior * shift_sq), rel=1e-4, abs=1e-6)
+    orientation, k, *index = np.unravel_index(np.argmax(log_terms), log_terms.shape)
+    assert (stats.particles.orientations[0], stats.particles.classes[0]) == (orientation, k)
+    translation = (np.array(index) + SIZE // 2) % SIZE - SIZE // 2  # (z, y, x)
+    np.testing.assert_array_equal(stats.particles.shifts_px[0], -translation[::-1])
 
 
 def test_allowed_orientations_score_each_particle_against_its_own_subset_only(problem: dict) -> None:

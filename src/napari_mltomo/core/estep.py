@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import EllipsisType
 
 import numpy as np
 import scipy.fft as sfft
@@ -29,7 +30,9 @@ from .fourier import AXES3, half_grid_weights, parseval_norms
 from .geometry import (
     FourierStencil,
     backproject,
+    centre_phase,
     fourier_stencil,
+    frequency_major,
     oversampled_masks,
     oversampled_shape,
     oversampled_spectra,
@@ -44,6 +47,7 @@ __all__ = [
     "ParticleResults",
     "ReferenceBank",
     "SufficientStats",
+    "TranslationWindow",
     "estep_chunk",
     "orientation_log_masses",
     "translation_log_prior",
@@ -53,6 +57,11 @@ _LOG_2PI = float(np.log(2.0 * np.pi))
 #: Bytes of correlation maps handled together in one batched FFT: small enough that a block stays in
 #: cache through the reductions that follow (at N = 32, 24 maps ran 1.4x faster than 192).
 BATCH_BYTES = 3 * 2**20
+#: Log-weights are raised to at least this, relative to a map's top (pass 1) or to the particle's
+#: evidence (pass 2), so that ``exp`` never underflows: float32 ``exp``, dot products and FFTs run
+#: several times slower on underflowing and subnormal values. The mass this adds, at most
+#: ``N**3 e**-80`` of the top weight, is far below float32 resolution.
+LOG_WEIGHT_FLOOR = np.float32(-80.0)
 
 
 @dataclass(frozen=True)
@@ -72,8 +81,9 @@ class ReferenceBank:
     ``Rot[A_a^T] A_k``, rotated in Fourier space on a 2x oversampled grid
     (:func:`~napari_mltomo.core.geometry.fourier_stencil`); ``norms[a, k, m]`` is its squared real-space
     norm inside missing region ``m`` (Parseval). Only the oversampled spectra of the ``K`` references
-    are kept, so a bank costs the same whatever the number of orientations, and a chunk of particles
-    holds one batch of rotated references at a time.
+    are kept, frequency-major (each interpolation corner is read for every class at once), so a bank
+    costs the same whatever the number of orientations, and a chunk of particles holds one batch of
+    rotated references at a time.
 
     Parameters
     ----------
@@ -87,23 +97,24 @@ class ReferenceBank:
     references: NDArray[np.float64]
     matrices: NDArray[np.float64]
     region_masks: NDArray[np.bool_]
-    oversampled: NDArray[np.complex64] = field(init=False, repr=False)
+    columns: NDArray[np.complex64] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         inside, _ = zero_outside_sphere(self.references)
-        object.__setattr__(self, "oversampled", oversampled_spectra(inside.astype(np.float32)))
+        spectra = oversampled_spectra(inside.astype(np.float32))
+        object.__setattr__(self, "columns", frequency_major(spectra))
 
     def rotated(self, orientations: slice) -> RotatedReferences:
         """The references in orientations ``orientations``."""
         matrices = self.matrices[orientations]
         spectra = np.empty((len(matrices), self.n_classes, *self.region_masks.shape[1:]), np.complex64)
         for a, matrix in enumerate(matrices):
-            spectra[a] = self.forward(matrix).apply(self.oversampled).conj()
+            spectra[a] = self.forward(matrix).apply_columns(self.columns, conjugate=True)
         return RotatedReferences(spectra, _masked_norms(spectra, self.region_masks, self.size))
 
     def rotated_by(self, forward: FourierStencil) -> RotatedReferences:
         """The references in the one orientation whose stencil (:meth:`forward`) is ``forward``."""
-        spectra = forward.apply(self.oversampled).conj()[None]
+        spectra = forward.apply_columns(self.columns, conjugate=True)[None]
         return RotatedReferences(spectra, _masked_norms(spectra, self.region_masks, self.size))
 
     def forward(self, matrix: NDArray[np.float64]) -> FourierStencil:
@@ -129,6 +140,45 @@ def _masked_norms(spectra: NDArray, masks: NDArray[np.bool_], size: int) -> NDAr
     weighted = (masks * half_grid_weights(size)).reshape(len(masks), -1) / size**3
     power = spectra.real.astype(np.float64) ** 2 + spectra.imag.astype(np.float64) ** 2
     return (power.reshape(-1, weighted.shape[1]) @ weighted.T).reshape(*spectra.shape[:2], -1)
+
+
+@dataclass(frozen=True)
+class TranslationWindow:
+    """The translations a prior allows, as a box of correlation maps centred on the zero translation
+    (index ``N//2``, as :func:`_centred_spectra` gives them): the only part of a map the passes read.
+
+    With the default prior (standard deviation 3 pixels, 6 of them each way) a 64-voxel map is read on
+    a 37-voxel box, a fifth of it; a smaller box or a wider prior is read whole.
+
+    Attributes
+    ----------
+    box : tuple
+        The box as an index of ``(..., N, N, N)`` arrays: ``(..., z, y, x)`` slices.
+    log_prior, shift_sq : ndarray of float32
+        ``log P(t)`` and ``|t|**2`` on the box.
+    circular_index : (box size,) ndarray of int
+        Flat index of each box voxel (C order) in the circular maps of :attr:`EStepModel.log_prior`.
+    """
+
+    box: tuple[EllipsisType, slice, slice, slice]
+    log_prior: NDArray[np.float32]
+    shift_sq: NDArray[np.float32]
+    circular_index: NDArray[np.intp]
+
+    @classmethod
+    def of(cls, log_prior: NDArray[np.float32], shift_sq: NDArray[np.float32]) -> TranslationWindow:
+        """The window of a circular prior and its ``|t|**2`` (:func:`translation_log_prior`)."""
+        centred = np.fft.fftshift(log_prior)
+        allowed = np.isfinite(centred)
+        box = (
+            ...,
+            *(
+                slice(int(inside[0]), int(inside[-1]) + 1)
+                for inside in (np.nonzero(allowed.any(axis=other))[0] for other in ((1, 2), (0, 2), (0, 1)))
+            ),
+        )
+        circular_index = np.fft.fftshift(np.arange(log_prior.size).reshape(log_prior.shape))
+        return cls(box, centred[box], np.fft.fftshift(shift_sq)[box], circular_index[box].ravel())
 
 
 @dataclass(frozen=True)
@@ -166,6 +216,11 @@ class EStepModel:
     within_resolution: NDArray[np.bool_]
     significance: float = 1e-8
     max_cc: bool = False
+
+    @cached_property
+    def translations(self) -> TranslationWindow:
+        """The box of translations the prior allows (:class:`TranslationWindow`)."""
+        return TranslationWindow.of(self.log_prior, self.shift_sq)
 
     @cached_property
     def region_masks(self) -> NDArray[np.bool_]:
@@ -468,15 +523,11 @@ def _correlations(
     return sfft.irfftn(product, s=(size,) * 3, axes=AXES3, overwrite_x=True)
 
 
-def _centre_correlations(maps: NDArray[np.float32]) -> NDArray[np.float64]:
-    """Subtract each map's maximum in place (``(..., T)``) and return the maxima.
-
-    Correlations are large numbers whose differences matter; centring them before they are scaled by
-    ``1/sigma**2`` keeps float32 log-weights accurate near the peak.
-    """
-    peak = maps.max(axis=-1)
-    maps -= peak[..., None]
-    return peak.astype(np.float64)
+def _centred_spectra(chunk: ParticleChunk, model: EStepModel, size: int) -> NDArray[np.complex64]:
+    """The particles' spectra over ``sigma**2``, phase-shifted so that their correlation maps come out
+    centred on the zero translation (index ``N//2``): the maps are then log-weights up to the prior and
+    a constant, and the prior's :class:`TranslationWindow` is one box of them."""
+    return chunk.spectra * (centre_phase(size) / np.float32(model.sigma_noise**2))
 
 
 def _half_power_sum(
@@ -508,28 +559,26 @@ def _summarise_maps(
     shape = (len(chunk), len(bank), bank.n_classes)
     out = {name: np.zeros(shape) for name in ("log_mass", "peak", "mean_residual", "mean_shift_sq")}
     best_shift = np.zeros(shape, dtype=np.intp)
-    inv_var = np.float32(1.0 / model.sigma_noise**2)
-    log_prior = model.log_prior.ravel()
-    shift_sq = model.shift_sq.ravel()
+    window = model.translations
+    centred = _centred_spectra(chunk, model, bank.size)
+    shift_sq = window.shift_sq.ravel()
     for rows, batch, rotated in _rotated_blocks(bank, allowed):
-        maps = _correlations(chunk.spectra[rows], rotated.conjugate_spectra, bank.size)
-        maps = maps.reshape(*maps.shape[:3], -1)
-        peak_correlation = _centre_correlations(maps)
-        weights = maps * inv_var
-        weights += log_prior
-        best = weights.argmax(axis=-1)
-        best_shift[rows, batch] = best
-        top = np.take_along_axis(weights, best[..., None], axis=-1)  # one pass fewer than max and argmax
-        weights -= top
-        top = top[..., 0]
-        np.exp(weights, out=weights)
+        maps = _correlations(centred[rows], rotated.conjugate_spectra, bank.size)[window.box]
+        log_weights = (maps + window.log_prior).reshape(*maps.shape[:3], -1)  # correlations over sigma**2
+        best = log_weights.argmax(axis=-1)
+        best_shift[rows, batch] = window.circular_index[best]
+        top = np.take_along_axis(log_weights, best[..., None], axis=-1)
+        log_weights -= top
+        np.maximum(log_weights, LOG_WEIGHT_FLOOR, out=log_weights)
+        weights = np.exp(log_weights, out=log_weights)
         mass = weights.sum(axis=-1).astype(np.float64)
+        weighted_sum = np.einsum("...zyx,...zyx->...", weights.reshape(maps.shape), maps)
+        mean_correlation = model.sigma_noise**2 * weighted_sum / mass
+        top = top[..., 0].astype(np.float64)
         half_sum = _half_power_sum(chunk, rotated.norms, rows)
         constant = _log_weight_constant(half_sum, log_orientations[rows, None, None], model)
-        constant += peak_correlation / model.sigma_noise**2
         out["log_mass"][rows, batch] = constant + top + np.log(mass)
         out["peak"][rows, batch] = constant + top
-        mean_correlation = peak_correlation + np.einsum("...t,...t->...", weights, maps) / mass
         out["mean_residual"][rows, batch] = half_sum - mean_correlation
         out["mean_shift_sq"][rows, batch] = (weights @ shift_sq) / mass
     excluded = np.broadcast_to(~allowed[..., None], shape)
@@ -584,16 +633,19 @@ def _posterior_weights(
 ) -> WeightMaps:
     """The posterior weights of pass 2, recomputed from the correlation maps; ``log_evidence`` is each
     particle's log normaliser without the orientation prior."""
-    inv_var = np.float32(1.0 / model.sigma_noise**2)
+    window = model.translations
+    centred = _centred_spectra(chunk, model, bank.size)
 
     def weights_at(rows: NDArray[np.intp], rotated: RotatedReferences) -> NDArray[np.float32]:
-        maps = _correlations(chunk.spectra[rows], rotated.conjugate_spectra, bank.size)[:, 0]
-        peak_correlation = _centre_correlations(maps.reshape(*maps.shape[:2], -1))
+        maps = _correlations(centred[rows], rotated.conjugate_spectra, bank.size)[:, 0]
         half_sum = _half_power_sum(chunk, rotated.norms, rows)[:, 0]
-        constant = _log_weight_constant(half_sum, 0.0, model) + peak_correlation / model.sigma_noise**2
-        offset = (constant - log_evidence[rows, None]).astype(np.float32)
-        weights = np.exp(maps * inv_var + model.log_prior + offset[..., None, None, None])
-        return weights
+        offset = _log_weight_constant(half_sum, 0.0, model) - log_evidence[rows, None]
+        log_weights = maps[window.box] + window.log_prior
+        log_weights += offset.astype(np.float32)[..., None, None, None]
+        np.maximum(log_weights, LOG_WEIGHT_FLOOR, out=log_weights)
+        weights = np.zeros_like(maps)
+        weights[window.box] = np.exp(log_weights, out=log_weights)
+        return np.fft.ifftshift(weights, axes=AXES3)
 
     return weights_at
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.fft as sfft
 from numpy.typing import ArrayLike, NDArray
+from scipy import sparse
 
 from .fourier import half_grid_weights, signed_frequencies
 
@@ -21,9 +22,11 @@ __all__ = [
     "OVERSAMPLING",
     "FourierStencil",
     "backproject",
+    "centre_phase",
     "euler_to_matrix",
     "flatten_outside_sphere",
     "fourier_stencil",
+    "frequency_major",
     "matrix_to_euler",
     "oversampled_masks",
     "oversampled_shape",
@@ -110,13 +113,12 @@ OVERSAMPLING = 2
 @dataclass(frozen=True)
 class FourierStencil:
     """Trilinear sampling of a 2x oversampled half-grid spectrum at the rotated frequencies of an
-    ``N``-box: 8 source indices and weights per output frequency inside the Nyquist sphere.
+    ``N``-box, inside the Nyquist sphere: a sparse ``(P, F)`` matrix with 8 weights per output frequency.
 
     Built once per rotation and applied to every volume rotated by it (all classes, half sets, regions).
     """
 
-    indices: NDArray[np.intp]  # (8, P) flat indices into the (2N, 2N, N+1) oversampled half grid
-    weights: NDArray[np.float32]  # (8, P)
+    sampling: sparse.csr_array  # (P, F) float32: the 8 corners of each rotated frequency
     conjugate: NDArray[np.bool_]  # (P,) sampled at the Hermitian mirror point
     targets: NDArray[np.intp]  # (P,) flat indices into the (N, N, N//2+1) half grid
     size: int
@@ -125,16 +127,23 @@ class FourierStencil:
         """Rotated ``rfftn`` spectra ``(..., N, N, N//2+1)`` from :func:`oversampled_spectra` output,
         in the precision of the input."""
         lead = oversampled.shape[:-3]
-        flat = oversampled.reshape(*lead, -1)
-        dtype = np.result_type(oversampled.dtype, np.complex64)
-        values = np.zeros((*lead, self.indices.shape[1]), dtype=dtype)
-        for corner in range(8):
-            values += self.weights[corner] * np.take(flat, self.indices[corner], axis=-1)
-        np.conjugate(values, out=values, where=self.conjugate)
-        half = (self.size, self.size, self.size // 2 + 1)
-        out = np.zeros((*lead, int(np.prod(half))), dtype=dtype)
-        out[..., self.targets] = values * _centre_phase(self.size).ravel()[self.targets]
-        return out.reshape(*lead, *half)
+        return self.apply_columns(frequency_major(oversampled)).reshape(*lead, *self._half_shape)
+
+    def apply_columns(
+        self, columns: NDArray[np.complexfloating], *, conjugate: bool = False
+    ) -> NDArray[np.complexfloating]:
+        """:meth:`apply` for spectra in :func:`frequency_major` layout ``(F, L)``, where the 8 corners
+        of a frequency are read for all ``L`` volumes at once; ``(L, N, N, N//2+1)``, or their complex
+        conjugates with ``conjugate``."""
+        real = columns.view(columns.real.dtype)  # (F, 2L): real and imaginary parts side by side
+        values = (self.sampling @ real).astype(real.dtype, copy=False).view(columns.dtype)  # (P, L)
+        phase = centre_phase(self.size).ravel()[self.targets]
+        mirrored = self.conjugate != conjugate  # conj(conj(v) p) = v conj(p)
+        np.conjugate(values, out=values, where=mirrored[:, None])
+        values *= (phase.conj() if conjugate else phase)[:, None]
+        out = np.zeros((columns.shape[1], int(np.prod(self._half_shape))), dtype=columns.dtype)
+        out[:, self.targets] = values.T
+        return out.reshape(-1, *self._half_shape)
 
     def spread(self, spectra: NDArray[np.complexfloating], out: NDArray[np.complex128]) -> None:
         """Add the adjoint of :meth:`apply` to ``out``, the ``(..., 2N, 2N, N+1)`` oversampled half grid.
@@ -146,20 +155,25 @@ class FourierStencil:
         lead = spectra.shape[:-3]
         scale = (half_grid_weights(self.size).astype(np.float64) / self.size**3)[None, None, :]
         weighted = spectra.reshape(*lead, -1)[..., self.targets] * np.conj(
-            (_centre_phase(self.size) * scale).ravel()[self.targets]
+            (centre_phase(self.size) * scale).ravel()[self.targets]
         )
         np.conjugate(weighted, out=weighted, where=self.conjugate)
-        flat = out.reshape(-1)
-        fine_size = flat.size // max(1, int(np.prod(lead)))
-        offsets = (np.arange(int(np.prod(lead))) * fine_size)[:, None, None]
-        index = (offsets + self.indices[None]).ravel()  # (lead, 8, P)
-        values = (self.weights[None] * weighted.reshape(-1, 1, weighted.shape[-1])).ravel()
-        flat += np.bincount(index, values.real, minlength=flat.size)
-        flat.imag += np.bincount(index, values.imag, minlength=flat.size)
+        adjoint = self.sampling.T.astype(np.float64)
+        flat = out.reshape(-1, out.shape[-3] * out.shape[-2] * out.shape[-1])
+        rows = np.ascontiguousarray(weighted.reshape(-1, weighted.shape[-1]))
+        for volume, values in zip(flat, rows, strict=True):
+            volume += (adjoint @ values.view(np.float64).reshape(-1, 2)).view(np.complex128)[:, 0]
+
+    @property
+    def _half_shape(self) -> tuple[int, int, int]:
+        return (self.size, self.size, self.size // 2 + 1)
 
 
-#: Offsets of the two grid neighbours along an axis of a trilinear interpolation cell.
-_NEIGHBOURS = np.array([[0], [1]], dtype=np.intp)
+def frequency_major(oversampled: NDArray[np.complexfloating]) -> NDArray[np.complexfloating]:
+    """``(..., 2N, 2N, N+1)`` oversampled spectra as ``(F, L)`` columns, ``L`` the number of volumes,
+    for :meth:`FourierStencil.apply_columns` (a copy unless there is one volume)."""
+    flat = oversampled.reshape(-1, int(np.prod(oversampled.shape[-3:])))
+    return np.ascontiguousarray(flat.T)
 
 
 def fourier_stencil(matrix: ArrayLike, size: int) -> FourierStencil:
@@ -175,21 +189,33 @@ def fourier_stencil(matrix: ArrayLike, size: int) -> FourierStencil:
     targets, frequencies = _frequencies_inside(size)
     points = np.asarray(matrix, dtype=np.float64).T @ frequencies  # (3, P): x, y, z on the fine grid
     conjugate = points[0] < 0
-    points[:, conjugate] *= -1.0  # F(-p) = conj(F(p)) for a real volume
+    points *= np.where(conjugate, -1.0, 1.0)  # F(-p) = conj(F(p)) for a real volume
     fine = OVERSAMPLING * size
     low = np.floor(points)
     np.minimum(low[0], fine // 2 - 1, out=low[0])  # x = fine/2 is the last column of the half grid
     frac = (points - low).astype(np.float32)
-    low = low.astype(np.intp)
-    # The 8 corners in (dz, dy, dx) order, dx fastest: each axis's two neighbours, then all products.
-    x = low[0] + _NEIGHBOURS
-    y = (low[1] + _NEIGHBOURS) % fine
-    z = (low[2] + _NEIGHBOURS) % fine
-    rows = (z[:, None] * fine + y[None, :]) * (fine // 2 + 1)  # (2, 2, P)
-    indices = (rows[:, :, None] + x[None, None]).reshape(8, -1)
+    low = low.astype(np.int32)
+    columns = fine // 2 + 1
+    x = np.stack([low[0], low[0] + 1])
+    y = _wrapped_neighbours(low[1], fine) * columns
+    z = _wrapped_neighbours(low[2], fine) * (fine * columns)
     wx, wy, wz = (np.stack([1 - f, f]) for f in frac)
-    weights = ((wz[:, None] * wy[None, :])[:, :, None] * wx[None, None]).reshape(8, -1)
-    return FourierStencil(indices, weights, conjugate, targets, size)
+    # The 8 corners of each point in (dz, dy, dx) order, dx fastest, then point-major for the matrix.
+    indices = ((z[:, None, None] + y[None, :, None]) + x[None, None]).reshape(8, -1).T
+    weights = ((wz[:, None] * wy[None, :])[:, :, None] * wx[None, None]).reshape(8, -1).T
+    pointers = np.arange(0, indices.size + 1, 8, dtype=np.int32)
+    sampling = sparse.csr_array(
+        (weights.ravel(), indices.ravel(), pointers), shape=(len(targets), fine * fine * columns)
+    )
+    return FourierStencil(sampling, conjugate, targets, size)
+
+
+def _wrapped_neighbours(low: NDArray[np.int32], fine: int) -> NDArray[np.int32]:
+    """The two grid neighbours ``low, low + 1`` of coordinates in ``(-fine/2, fine/2)`` as indices of a
+    ``fine``-periodic axis, ``(2, P)``."""
+    pair = np.stack([low, low + 1])
+    pair += np.where(pair < 0, np.int32(fine), np.int32(0))
+    return pair
 
 
 @lru_cache(maxsize=16)
@@ -251,7 +277,7 @@ def backproject(oversampled: NDArray[np.complexfloating], size: int) -> NDArray[
 
 
 @lru_cache(maxsize=16)
-def _centre_phase(size: int) -> NDArray[np.complex64]:
+def centre_phase(size: int) -> NDArray[np.complex64]:
     """``exp(-2 pi i k . c / N)`` with ``c = N//2``: spectra about the centre voxel -> ``rfftn``'s."""
     kz, ky, kx = signed_frequencies(size)
     return np.exp(-2j * np.pi * (size // 2) * (kx + ky + kz) / size).astype(np.complex64)
@@ -272,13 +298,13 @@ def oversampled_masks(masks: NDArray[np.floating]) -> NDArray[np.complexfloating
     rotated masked spectrum to its rotated mask is then unbiased at the mask's edges.
     """
     size = masks.shape[-2]
-    return oversampled_spectra(sfft.irfftn(masks * _centre_phase(size), s=(size,) * 3, axes=(-3, -2, -1)))
+    return oversampled_spectra(sfft.irfftn(masks * centre_phase(size), s=(size,) * 3, axes=(-3, -2, -1)))
 
 
 def rotate_masks(oversampled: NDArray[np.complexfloating], stencil: FourierStencil) -> NDArray[np.float64]:
     """Rotated Fourier masks ``(..., N, N, N//2+1)`` from :func:`oversampled_masks` output (real,
     fractional at the edges)."""
-    return (stencil.apply(oversampled) * _centre_phase(stencil.size).conj()).real.astype(np.float64)
+    return (stencil.apply(oversampled) * centre_phase(stencil.size).conj()).real.astype(np.float64)
 
 
 def rotate_volumes(volumes: NDArray[np.floating], matrix: ArrayLike) -> NDArray[np.float64]:
