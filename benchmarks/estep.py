@@ -60,7 +60,6 @@ from napari_mltomo.core.sampling import orientation_grid
 from napari_mltomo.core.synthetic import make_dataset
 
 AXES = (-3, -2, -1)
-#: Chunks the clusters share out, so that both workers of the 2-worker cluster stay busy.
 #: Largest relative difference of the statistics counted as the same result.
 TOLERANCE = 1e-12
 FLOOR_TARGET = 2.0

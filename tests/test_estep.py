@@ -128,6 +128,19 @@ def test_posteriors_are_normalised_and_loglikelihood_is_exact(problem: dict, sig
     np.testing.assert_array_equal(stats.particles.shifts_px[0], -translation[::-1])
 
 
+def test_second_pass_weights_sum_to_one_when_the_posterior_is_split(problem: dict) -> None:
+    """Two identical classes split every particle's posterior in half. With a small sigma (correlations of
+    about 1e6 sigma^2) the weights of pass 2 must still sum to one per particle: the maps' large values
+    cancel in float32 before the particle's log-evidence is added."""
+    bank, chunk = problem["bank"], problem["chunk"]
+    model = replace(
+        problem["model"], sigma_noise=problem["model"].sigma_noise / 10, log_fractions=np.log([0.5, 0.5])
+    )
+    twins = ReferenceBank(np.stack([bank.references[0]] * 2), bank.matrices[:6], model.region_masks)
+    stats = estep_chunk(chunk, twins, model)
+    np.testing.assert_allclose(stats.class_weights, len(chunk) / 2, rtol=1e-6)
+
+
 def test_allowed_orientations_score_each_particle_against_its_own_subset_only(problem: dict) -> None:
     """A chunk with per-particle orientation subsets gives, particle by particle, the statistics of a bank
     holding only that particle's orientations (the prior is uniform over the subset)."""

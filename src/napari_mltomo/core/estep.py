@@ -5,9 +5,10 @@ Computation (see ``docs/engine.md``):
 1. References are rotated into each orientation once per chunk of particles, one orientation batch
    at a time (:class:`ReferenceBank`), not once per particle.
 2. Pass 1 correlates each particle with every rotated reference over all circular translations with
-   one batched inverse real FFT per orientation batch, and summarises every correlation map by its
+   one batched inverse real FFT per orientation batch (the maps centred on the zero translation, read
+   only on the box of translations the prior allows), and summarises every correlation map by its
    log-mass, peak, mean residual and mean squared shift. A log-sum-exp over those summaries gives each
-   particle's exact normaliser; no weight underflows.
+   particle's exact normaliser.
 3. Pass 2 revisits only the (orientation, class) pairs whose peak is within ``significance`` of the
    particle's exact maximum, forms the weighted, shifted particle sums in Fourier space, adds them per
    (orientation, class, missing region, half set), and spreads each sum into the reference frame once,
@@ -518,7 +519,8 @@ def _rotated_blocks(
 def _correlations(
     spectra: NDArray[np.complex64], conjugate_references: NDArray[np.complex64], size: int
 ) -> NDArray[np.float32]:
-    """``CC[i, a, k](t) = sum_r x_i(r + t) b_ak(r)`` for all circular t: ``(n, b, K, N, N, N)``."""
+    """``CC[i, a, k](t) = sum_r x_i(r + t) b_ak(r)`` for all circular t: ``(n, b, K, N, N, N)``, indexed as
+    :attr:`EStepModel.log_prior` is, or centred on ``t = 0`` for :func:`_centred_spectra`."""
     product = spectra[:, None, None] * conjugate_references[None]
     return sfft.irfftn(product, s=(size,) * 3, axes=AXES3, overwrite_x=True)
 
@@ -641,7 +643,9 @@ def _posterior_weights(
         half_sum = _half_power_sum(chunk, rotated.norms, rows)[:, 0]
         offset = _log_weight_constant(half_sum, 0.0, model) - log_evidence[rows, None]
         log_weights = maps[window.box] + window.log_prior
-        log_weights += offset.astype(np.float32)[..., None, None, None]
+        top = log_weights.max(axis=AXES3)  # cancelled in float32 first, so that the offset added is small
+        log_weights -= top[..., None, None, None]
+        log_weights += (offset + top).astype(np.float32)[..., None, None, None]
         np.maximum(log_weights, LOG_WEIGHT_FLOOR, out=log_weights)
         weights = np.zeros_like(maps)
         weights[window.box] = np.exp(log_weights, out=log_weights)

@@ -9,7 +9,7 @@ coordinates of voxel ``[k, i, j]`` of an ``N``-box are ``(x, y, z) = (j - N//2, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import scipy.fft as sfft
@@ -158,11 +158,18 @@ class FourierStencil:
             (centre_phase(self.size) * scale).ravel()[self.targets]
         )
         np.conjugate(weighted, out=weighted, where=self.conjugate)
-        adjoint = self.sampling.T.astype(np.float64)
+        if not out.flags.c_contiguous:
+            raise ValueError("spread needs a C-contiguous out array to add into")
+        adjoint = self._adjoint
         flat = out.reshape(-1, out.shape[-3] * out.shape[-2] * out.shape[-1])
         rows = np.ascontiguousarray(weighted.reshape(-1, weighted.shape[-1]))
         for volume, values in zip(flat, rows, strict=True):
             volume += (adjoint @ values.view(np.float64).reshape(-1, 2)).view(np.complex128)[:, 0]
+
+    @cached_property
+    def _adjoint(self) -> sparse.csc_array:
+        """The transpose of :attr:`sampling` in float64, ``(F, P)``, built once per stencil."""
+        return self.sampling.T.astype(np.float64)
 
     @property
     def _half_shape(self) -> tuple[int, int, int]:
