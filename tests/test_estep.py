@@ -29,28 +29,35 @@ from napari_mltomo.core.synthetic import adjusted_rand_index, make_dataset, make
 SIZE = 16
 
 
-@pytest.fixture(scope="module")
-def problem() -> dict:
-    """12 particles of 3 classes (box 32 down-scaled to 16), the true references and a 30-degree grid."""
-    data = make_dataset(4, 3, 32, snr=2.0, max_shift_px=0, seed=3)
-    _, within = resolution_masks(SIZE, 0.5)
-    log_prior, shift_sq = translation_log_prior(SIZE, 1.5)
+def _build_problem(size: int, max_shift_px: int = 0) -> dict:
+    """12 particles of 3 classes (a box of about ``2 size``, of the same parity, down-scaled to ``size``),
+    the true references and a 30-degree grid."""
+    big = 2 * size + size % 2
+    data = make_dataset(4, 3, big, snr=2.0, max_shift_px=max_shift_px, seed=3)
+    _, within = resolution_masks(size, 0.5)
+    log_prior, shift_sq = translation_log_prior(size, 1.5)
     model = EStepModel(
         log_fractions=np.log(np.full(3, 1 / 3)),
-        sigma_noise=(SIZE / 32) ** 1.5,
+        sigma_noise=(size / big) ** 1.5,
         log_prior=log_prior,
         shift_sq=shift_sq,
         regions=(data.region,),
         within_resolution=within,
     )
-    references = fourier_rescale(data.phantoms, SIZE).astype(np.float64)
+    references = fourier_rescale(data.phantoms, size).astype(np.float64)
     grid = orientation_grid(30.0)
     bank = ReferenceBank(references, grid.matrices, model.region_masks)
-    spectra = sfft.rfftn(fourier_rescale(data.volumes, SIZE), axes=(-3, -2, -1)) * model.region_masks[0]
+    spectra = sfft.rfftn(fourier_rescale(data.volumes, size), axes=(-3, -2, -1)) * model.region_masks[0]
     n = len(data.volumes)
     halves = np.random.default_rng(0).integers(0, 2, n)
     chunk = ParticleChunk(np.arange(n), spectra.astype(np.complex64), np.zeros(n, int), halves)
     return {"data": data, "model": model, "bank": bank, "grid": grid, "chunk": chunk}
+
+
+@pytest.fixture(scope="module")
+def problem() -> dict:
+    """The problem of :func:`_build_problem` at ``SIZE``, unshifted particles."""
+    return _build_problem(SIZE)
 
 
 def _sub_chunk(chunk: ParticleChunk, rows: slice) -> ParticleChunk:
@@ -94,38 +101,48 @@ def test_true_references_recover_classes_and_orientations(problem: dict) -> None
     assert np.sum(errors > 35.0) <= 1
 
 
-@pytest.mark.parametrize("sigma_offset", [1.5, 0.6])
-def test_posteriors_are_normalised_and_loglikelihood_is_exact(problem: dict, sigma_offset: float) -> None:
-    """Brute force one particle: LL_i = logsumexp over (a, k, t) of log prior - d / sigma^2 - n log(...),
-    and the posterior means of d and |t|^2 and the best pose. A prior of 0.6 pixels allows a 9-voxel box
-    of the 16-voxel maps, which is all the E-step reads of them."""
-    log_prior, shift_sq = translation_log_prior(SIZE, sigma_offset)
+@pytest.mark.parametrize(("size", "sigma_offset", "box"), [(SIZE, 1.5, SIZE), (SIZE, 0.6, 9), (11, 0.6, 9)])
+def test_posteriors_are_normalised_and_loglikelihood_is_exact(
+    problem: dict, size: int, sigma_offset: float, box: int
+) -> None:
+    """Brute force every particle: LL_i = logsumexp over (a, k, t) of log prior - d / sigma^2 - n log(...),
+    the posterior means of d and |t|^2, and the best pose. A prior of 0.6 pixels allows a 9-voxel box of
+    the maps, which is all the E-step reads of them; an odd box (particles shifted by up to a pixel)
+    checks that the maps are centred and the shifts read back the right way."""
+    problem = problem if size == SIZE else _build_problem(size, max_shift_px=2)
+    log_prior, shift_sq = translation_log_prior(size, sigma_offset)
     model = replace(problem["model"], log_prior=log_prior, shift_sq=shift_sq)
-    assert model.translations.shift_sq.size == (SIZE if sigma_offset > 1 else 9) ** 3
-    bank, chunk = problem["bank"], _sub_chunk(problem["chunk"], slice(0, 1))
+    assert model.translations.shift_sq.shape == (box,) * 3
+    bank, chunk = problem["bank"], problem["chunk"]
     stats = estep_chunk(chunk, bank, model)
-    x = chunk.spectra[0].astype(np.complex128)
     rotated = bank.rotated(slice(None))
-    correlations = sfft.irfftn(x * rotated.conjugate_spectra, s=(SIZE,) * 3, axes=(-3, -2, -1))
-    residual = 0.5 * (rotated.norms[:, :, 0, None, None, None] + chunk.power[0]) - correlations
-    log_terms = (
-        model.log_fractions[None, :, None, None, None]
-        - np.log(len(bank))
-        + model.log_prior.astype(np.float64)
-        - residual / model.sigma_noise**2
-    )
-    n_observed = model.observed_counts[0]
-    expected = logsumexp(log_terms) - n_observed * np.log(np.sqrt(2 * np.pi) * model.sigma_noise)
-    assert stats.log_likelihood == pytest.approx(expected, rel=1e-5)
-    assert stats.class_weights.sum() == pytest.approx(1.0, abs=1e-6)
-    assert 0.0 < stats.particles.pmax[0] <= 1.0
-    posterior = np.exp(log_terms - logsumexp(log_terms))
-    assert stats.noise_sum == pytest.approx(2 * np.sum(posterior * residual), rel=1e-4)
-    assert stats.offset_sum == pytest.approx(np.sum(posterior * shift_sq), rel=1e-4, abs=1e-6)
-    orientation, k, *index = np.unravel_index(np.argmax(log_terms), log_terms.shape)
-    assert (stats.particles.orientations[0], stats.particles.classes[0]) == (orientation, k)
-    translation = (np.array(index) + SIZE // 2) % SIZE - SIZE // 2  # (z, y, x)
-    np.testing.assert_array_equal(stats.particles.shifts_px[0], -translation[::-1])
+    noise_sum = offset_sum = 0.0
+    for i in range(len(chunk)):
+        x = chunk.spectra[i].astype(np.complex128)
+        correlations = sfft.irfftn(x * rotated.conjugate_spectra, s=(size,) * 3, axes=(-3, -2, -1))
+        residual = 0.5 * (rotated.norms[:, :, 0, None, None, None] + chunk.power[i]) - correlations
+        log_terms = (
+            model.log_fractions[None, :, None, None, None]
+            - np.log(len(bank))
+            + model.log_prior.astype(np.float64)
+            - residual / model.sigma_noise**2
+        )
+        n_observed = model.observed_counts[0]
+        expected = logsumexp(log_terms) - n_observed * np.log(np.sqrt(2 * np.pi) * model.sigma_noise)
+        assert stats.particles.log_likelihood[i] == pytest.approx(expected, rel=1e-5)
+        posterior = np.exp(log_terms - logsumexp(log_terms))
+        noise_sum += 2 * np.sum(posterior * residual)
+        offset_sum += np.sum(posterior * shift_sq)
+        orientation, k, *index = np.unravel_index(np.argmax(log_terms), log_terms.shape)
+        assert (stats.particles.orientations[i], stats.particles.classes[i]) == (orientation, k)
+        translation = (np.array(index) + size // 2) % size - size // 2  # (z, y, x)
+        np.testing.assert_array_equal(stats.particles.shifts_px[i], -translation[::-1])
+    assert stats.class_weights.sum() == pytest.approx(len(chunk), rel=1e-6)
+    assert np.all((stats.particles.pmax > 0.0) & (stats.particles.pmax <= 1.0))
+    assert stats.noise_sum == pytest.approx(noise_sum, rel=1e-4)
+    assert stats.offset_sum == pytest.approx(offset_sum, rel=1e-4, abs=1e-6)
+    if size != SIZE:
+        assert np.abs(stats.particles.shifts_px).max() >= 1.0
 
 
 def test_second_pass_weights_sum_to_one_when_the_posterior_is_split(problem: dict) -> None:
