@@ -471,7 +471,8 @@ def orientation_log_masses(
     """Log of each particle's joint probability mass in each orientation of the bank, classes and shifts
     summed out (the first pass of :func:`estep_chunk` alone), ``(n, n_ang)``."""
     allowed = chunk.allowed_in(bank)
-    summaries = _summarise_maps(chunk, bank, model, allowed, chunk.log_orientation_counts(allowed))
+    log_orientations = chunk.log_orientation_counts(allowed)
+    summaries = _summarise_maps(chunk, bank, model, allowed, log_orientations, means=False)
     return logsumexp(summaries.log_mass, axis=2)
 
 
@@ -555,9 +556,11 @@ def _summarise_maps(
     model: EStepModel,
     allowed: NDArray[np.bool_],
     log_orientations: NDArray[np.float64],
+    *,
+    means: bool = True,
 ) -> _MapSummaries:
     """Pass 1: log-mass, peak, mean residual and mean |t|^2 of every allowed correlation map (log-mass
-    and peak ``-inf``, the means 0, where not allowed)."""
+    and peak ``-inf``, the means 0, where not allowed; the means 0 everywhere without ``means``)."""
     shape = (len(chunk), len(bank), bank.n_classes)
     out = {name: np.zeros(shape) for name in ("log_mass", "peak", "mean_residual", "mean_shift_sq")}
     best_shift = np.zeros(shape, dtype=np.intp)
@@ -574,15 +577,15 @@ def _summarise_maps(
         np.maximum(log_weights, LOG_WEIGHT_FLOOR, out=log_weights)
         weights = np.exp(log_weights, out=log_weights)
         mass = weights.sum(axis=-1).astype(np.float64)
-        weighted_sum = np.einsum("...zyx,...zyx->...", weights.reshape(maps.shape), maps)
-        mean_correlation = model.sigma_noise**2 * weighted_sum / mass
         top = top[..., 0].astype(np.float64)
         half_sum = _half_power_sum(chunk, rotated.norms, rows)
         constant = _log_weight_constant(half_sum, log_orientations[rows, None, None], model)
         out["log_mass"][rows, batch] = constant + top + np.log(mass)
         out["peak"][rows, batch] = constant + top
-        out["mean_residual"][rows, batch] = half_sum - mean_correlation
-        out["mean_shift_sq"][rows, batch] = (weights @ shift_sq) / mass
+        if means:
+            weighted_sum = np.einsum("...zyx,...zyx->...", weights.reshape(maps.shape), maps)
+            out["mean_residual"][rows, batch] = half_sum - model.sigma_noise**2 * weighted_sum / mass
+            out["mean_shift_sq"][rows, batch] = (weights @ shift_sq) / mass
     excluded = np.broadcast_to(~allowed[..., None], shape)
     for name, value in (
         ("log_mass", -np.inf),
