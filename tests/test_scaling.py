@@ -64,6 +64,11 @@ def _index_sum(volumes: np.ndarray, indices: np.ndarray) -> _Counted:
     return _Counted(int(indices.sum()))
 
 
+def _cluster(distributed: Any) -> Any:
+    """An in-process cluster of 2 single-threaded workers."""
+    return distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None)
+
+
 @pytest.mark.parametrize("on_cluster", [False, True])
 def test_chunk_results_are_added_as_they_finish_not_held_until_the_end(on_cluster: bool) -> None:
     data = SubtomogramSet(np.zeros((160, 2, 2, 2), dtype=np.float32))
@@ -71,19 +76,12 @@ def test_chunk_results_are_added_as_they_finish_not_held_until_the_end(on_cluste
     _Counted.alive = _Counted.peak = 0
     if on_cluster:
         distributed = pytest.importorskip("distributed")
-        with distributed.Client(
-            processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
-        ) as client:
+        with _cluster(distributed) as client:
             total = _sum_chunks(_index_sum, data, params, [], _Dispatch(client), "test")
     else:
         total = _sum_chunks(_index_sum, data, params, [], _Dispatch(), "test")
     assert total.value == sum(range(160))
     assert _Counted.peak <= 20  # 40 chunks: holding them all would peak at 40 or more
-
-
-def _cluster(distributed: Any) -> Any:
-    """An in-process cluster of 2 single-threaded workers."""
-    return distributed.Client(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None)
 
 
 class _Stop(Exception):
@@ -108,9 +106,7 @@ def test_raising_from_the_progress_callback_cancels_the_chunks_on_a_cluster() ->
         raise _Stop
 
     _STARTED.clear()
-    with distributed.Client(
-        processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
-    ) as client:
+    with _cluster(distributed) as client:
         with pytest.raises(_Stop):
             _sum_chunks(_slow_chunk, data, params, [], _Dispatch(client, stop), "test")
         time.sleep(0.5)  # what was not cancelled would run now: 10 more chunks
@@ -130,9 +126,7 @@ def test_threads_and_a_cluster_add_the_chunks_in_the_same_order() -> None:
     data = SubtomogramSet(np.zeros((37, 2, 2, 2), dtype=np.float32))
     params = MLParams(n_classes=1, threads=2, chunk_size=1)
     on_threads = _sum_chunks(chunk_value, data, params, [], _Dispatch(), "test")
-    with distributed.Client(
-        processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None
-    ) as client:
+    with _cluster(distributed) as client:
         on_cluster = _sum_chunks(chunk_value, data, params, [], _Dispatch(client), "test")
     assert on_threads == on_cluster == _pairwise(list(values), operator.add)
     assert on_threads != sum(values.tolist())
