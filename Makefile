@@ -2,6 +2,7 @@
 #   make demo    synthetic data set + reference-free 3-class refinement, prints ARI and angle error
 #   make test    ruff, then the test suite (GUI tests run under Xvfb via pytest-xvfb)
 #   make bench   every script in benchmarks/ (under Xvfb when there is no display)
+#   make accuracy  reference-free runs on subtomograms of real proteins against an oracle (about 2 hours)
 #   make screenshots  docs/images/*.png from a real run in napari (under Xvfb when there is no display)
 #   make lint    ruff + npe2 manifest validation
 #   make clean   caches, build products and demo output (make distclean also removes .venv)
@@ -19,7 +20,7 @@ XRUN   := $(if $(DISPLAY),,xvfb-run -a -s "-screen 0 1920x1200x24")
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-.PHONY: venv demo test bench screenshots lint clean distclean
+.PHONY: venv demo test bench accuracy screenshots lint clean distclean
 
 venv: $(STAMP)
 
@@ -46,6 +47,9 @@ bench: venv
 		echo "== $$script"
 		$(XRUN) "$(VPY)" "$$script"
 	done
+
+accuracy: venv
+	"$(VPY)" benchmarks/accuracy/proteins.py
 
 screenshots: venv
 	$(XRUN) "$(VPY)" docs/make_screenshots.py

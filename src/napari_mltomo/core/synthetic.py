@@ -9,6 +9,8 @@ or the reconstruction of a simulated tilt series (CTF, noise per tilt, weighted 
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,12 +20,13 @@ from numpy.typing import NDArray
 from scipy import ndimage
 from scipy.special import comb
 
-from .fourier import AXES3, resolution_masks
+from .fourier import AXES3, frequency_radius, resolution_masks
 from .geometry import centred_coordinates, euler_to_matrix
 from .missing import MissingRegion, region_masks
 from .sampling import random_orientations
 
 __all__ = [
+    "Atoms",
     "PhantomKind",
     "ReconstructionKind",
     "SyntheticDataset",
@@ -32,7 +35,9 @@ __all__ = [
     "make_dataset",
     "make_near_symmetric_phantoms",
     "make_phantoms",
+    "make_protein_dataset",
     "orientation_errors_deg",
+    "render_atoms",
     "tilt_angles_deg",
 ]
 
@@ -252,6 +257,80 @@ def _fine_features(
     )
 
 
+@dataclass(frozen=True)
+class Atoms:
+    """An atomic structure as weighted points.
+
+    Attributes
+    ----------
+    positions_a : (m, 3) ndarray of float64
+        ``(x, y, z)`` in angstrom.
+    weights : (m,) ndarray of float64
+        Scattering weight of each atom (its atomic number, say).
+    """
+
+    positions_a: NDArray[np.float64]
+    weights: NDArray[np.float64]
+
+    def centred(self) -> Atoms:
+        """The structure moved so that its weighted centre is at the origin."""
+        centre = np.average(self.positions_a, axis=0, weights=self.weights)
+        return Atoms(self.positions_a - centre, self.weights)
+
+    @property
+    def radius_a(self) -> float:
+        """Distance of the furthest atom from the origin, in angstrom."""
+        return float(np.linalg.norm(self.positions_a, axis=1).max())
+
+
+def render_atoms(
+    atoms: Atoms,
+    size: int,
+    pixel_size_a: float,
+    matrix: NDArray[np.float64] | None = None,
+    shift_px: NDArray[np.float64] | None = None,
+) -> NDArray[np.float64]:
+    """The density of ``atoms`` on an ``N``-cube, posed as ``template(M (q + s))``.
+
+    Each atom is spread over its 8 nearest voxels (trilinear weights) and the sum blurred by a Gaussian
+    of one voxel (applied in Fourier space, so the density holds under 1 % of its amplitude at Nyquist).
+    Atoms that land outside the box are dropped.
+
+    Parameters
+    ----------
+    atoms : Atoms
+        Positions about the reference frame's origin, the box centre.
+    size : int
+        Box size ``N``.
+    pixel_size_a : float
+        Angstrom per voxel.
+    matrix : (3, 3) ndarray, optional
+        ``M``: an atom at ``x`` lands at ``q = M^T x / pixel - s``. Identity by default.
+    shift_px : (3,) ndarray, optional
+        ``s``, ``(x, y, z)`` voxels. Zero by default.
+
+    Returns
+    -------
+    (N, N, N) ndarray of float64
+        Indexed ``[z, y, x]``.
+    """
+    matrix = np.eye(3) if matrix is None else matrix
+    shift = np.zeros(3) if shift_px is None else shift_px
+    position = atoms.positions_a @ matrix / pixel_size_a - shift + size // 2  # rows: (M^T x)^T
+    low = np.floor(position).astype(np.intp)
+    fraction = position - low
+    density = np.zeros((size, size, size))
+    for corner in itertools.product((0, 1), repeat=3):
+        offset = np.array(corner)
+        index = low + offset
+        weight = atoms.weights * np.prod(np.where(offset, fraction, 1.0 - fraction), axis=1)
+        inside = np.all((index >= 0) & (index < size), axis=1)
+        np.add.at(density, (index[inside, 2], index[inside, 1], index[inside, 0]), weight[inside])
+    radius = frequency_radius(size) / size  # cycles per voxel
+    blurred = sfft.rfftn(density) * np.exp(-2.0 * np.pi**2 * radius**2)
+    return sfft.irfftn(blurred, s=density.shape)
+
+
 # --------------------------------------------------------------------------- particles
 
 
@@ -311,23 +390,124 @@ def make_dataset(
     -------
     SyntheticDataset
     """
-    if reconstruction not in ("wedge", "tilt_series"):
-        raise ValueError(f"reconstruction must be 'wedge' or 'tilt_series'; got {reconstruction!r}")
+    _check_reconstruction(reconstruction)
     templates = _templates(phantoms, n_classes, size, seed)
     rng = np.random.default_rng([seed, 23])
-    n = n_per_class * n_classes
-    classes = rng.permutation(np.repeat(np.arange(n_classes), n_per_class))
-    angles = random_orientations(rng, n)
-    shifts = rng.integers(-max_shift_px, max_shift_px + 1, size=(n, 3)).astype(np.float64)
-    region = MissingRegion(kind="wedge_y", theta_y0_deg=-tilt_deg, theta_yf_deg=tilt_deg)
+    classes, angles, shifts = _draw_poses(rng, n_classes, n_per_class, max_shift_px)
     if phantoms == "distinct" and reconstruction == "wedge":
         posed = _posed_trilinear(templates, classes, angles, shifts)
     else:
         posed = _posed_cubic(templates, classes, angles, shifts)
+    acquisition = _Acquisition(tilt_deg, tilt_step_deg, _PIXEL_SIZE_A_AT_32 * 32.0 / size)
+    return _reconstructed(posed, templates, classes, angles, shifts, reconstruction, snr, acquisition, rng)
+
+
+def make_protein_dataset(
+    structures: Sequence[Atoms],
+    n_per_class: int = 30,
+    size: int = 32,
+    *,
+    pixel_size_a: float,
+    snr: float = 0.5,
+    max_shift_px: int = 2,
+    tilt_deg: float = 60.0,
+    tilt_step_deg: float = 3.0,
+    dose_per_tilt: float = 3.0,
+    reconstruction: ReconstructionKind = "tilt_series",
+    seed: int = 0,
+) -> SyntheticDataset:
+    """Particles of randomly posed atomic structures, one class per structure, made as :func:`make_dataset`
+    makes them.
+
+    Each particle is rendered from the structure's atoms turned and shifted exactly
+    (:func:`render_atoms`), so no resampling blurs it. With ``reconstruction="tilt_series"`` the tilts
+    are taken in a dose-symmetric order (0, then alternately further either way), each adding
+    ``dose_per_tilt`` electrons per square angstrom, and each projection is attenuated by the exposure
+    it has had (``exp(-D / 2 De(k))`` with the critical exposure ``De(k) = 0.245 k**-1.665 + 2.81``,
+    ``k`` in 1/angstrom, of Grant and Grigorieff 2015), as well as by the CTF at the real pixel size.
+
+    Parameters
+    ----------
+    structures : sequence of Atoms
+        One per class, centred (:meth:`Atoms.centred`).
+    n_per_class, size : int
+        Particles per class and box size ``N``.
+    pixel_size_a : float
+        Angstrom per voxel.
+    snr, max_shift_px, tilt_deg, tilt_step_deg, reconstruction, seed
+        As for :func:`make_dataset`.
+    dose_per_tilt : float
+        Electrons per square angstrom per tilt (``"tilt_series"`` only).
+
+    Returns
+    -------
+    SyntheticDataset
+        Its ``phantoms`` are the structures rendered in the reference frame.
+    """
+    _check_reconstruction(reconstruction)
+    rng = np.random.default_rng([seed, 31])
+    classes, angles, shifts = _draw_poses(rng, len(structures), n_per_class, max_shift_px)
+    matrices = euler_to_matrix(*angles.T)
+    templates = np.stack([render_atoms(atoms, size, pixel_size_a) for atoms in structures])
+    posed = np.stack(
+        [
+            render_atoms(structures[label], size, pixel_size_a, matrix, shift)
+            for label, matrix, shift in zip(classes, matrices, shifts, strict=True)
+        ]
+    )
+    acquisition = _Acquisition(tilt_deg, tilt_step_deg, pixel_size_a, dose_per_tilt)
+    return _reconstructed(posed, templates, classes, angles, shifts, reconstruction, snr, acquisition, rng)
+
+
+def _check_reconstruction(reconstruction: str) -> None:
+    if reconstruction not in ("wedge", "tilt_series"):
+        raise ValueError(f"reconstruction must be 'wedge' or 'tilt_series'; got {reconstruction!r}")
+
+
+def _draw_poses(
+    rng: np.random.Generator, n_classes: int, n_per_class: int, max_shift_px: int
+) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
+    """Classes in random order, random orientations and integer shifts of ``n_classes * n_per_class``
+    particles."""
+    n = n_per_class * n_classes
+    classes = rng.permutation(np.repeat(np.arange(n_classes), n_per_class))
+    angles = random_orientations(rng, n)
+    shifts = rng.integers(-max_shift_px, max_shift_px + 1, size=(n, 3)).astype(np.float64)
+    return classes, angles, shifts
+
+
+@dataclass(frozen=True)
+class _Acquisition:
+    """The tilt range and step (degrees), the pixel size (angstrom) and the exposure per tilt."""
+
+    tilt_deg: float
+    step_deg: float
+    pixel_a: float
+    dose_per_tilt: float = 0.0
+
+
+def _reconstructed(
+    posed: NDArray[np.floating],
+    templates: NDArray[np.floating],
+    classes: NDArray[np.intp],
+    angles: NDArray[np.float64],
+    shifts: NDArray[np.float64],
+    reconstruction: ReconstructionKind,
+    snr: float,
+    acquisition: _Acquisition,
+    rng: np.random.Generator,
+) -> SyntheticDataset:
+    """The data set of the ``posed`` templates, seen through a wedge or reconstructed from a tilt series,
+    scaled to unit variance."""
+    region = MissingRegion(
+        kind="wedge_y", theta_y0_deg=-acquisition.tilt_deg, theta_yf_deg=acquisition.tilt_deg
+    )
+    posed = np.asarray(posed, dtype=np.float32)
+    templates = np.asarray(templates, dtype=np.float32)
     if reconstruction == "wedge":
         volumes = _wedge_particles(posed, region, np.sqrt(templates.var() / snr), rng)
     else:
-        volumes = _tilt_series_particles(posed, tilt_deg, tilt_step_deg, snr, rng)
+        volumes = _tilt_series_particles(posed, acquisition, snr, rng)
     scale = 1.0 / volumes.std()  # unit variance over the data set, as users normalise their particles
     return SyntheticDataset(volumes * scale, templates * scale, classes, angles, shifts, region)
 
@@ -416,7 +596,7 @@ _CS_A = 2.7e7  # spherical aberration, 2.7 mm
 _AMPLITUDE_CONTRAST = 0.07
 _DEFOCUS_A = 3.0e4
 _DEFOCUS_JITTER_A = 0.5e4
-_PIXEL_SIZE_A_AT_32 = 6.0  # pixel size of a 32-voxel box; scaled so the phantoms keep their physical size
+_PIXEL_SIZE_A_AT_32 = 6.0  # pixel size of a 32-voxel box of phantoms; scaled so they keep their physical size
 
 
 @dataclass(frozen=True)
@@ -429,13 +609,14 @@ class _TiltGeometry:
 
     kernel: NDArray[np.complex64]  # (T*N, N*N): rows (tilt, m), columns (z, x)
     ramp: NDArray[np.float64]  # (T*N, 1): back-projection weight of each row
-    frequency: NDArray[np.float64]  # (N, N): |(m, ky)| of each projection component, cycles/pixel
+    frequency_a: NDArray[np.float64]  # (N, N): |(m, ky)| of each projection component, 1/angstrom
+    exposure: NDArray[np.float64]  # (T,): electrons per square angstrom before each tilt's own half
     size: int
 
     @classmethod
-    def build(cls, size: int, tilt_deg: float, step_deg: float) -> _TiltGeometry:
+    def build(cls, size: int, acquisition: _Acquisition) -> _TiltGeometry:
         """The geometry of an ``N``-box at the tilts ``tilt_angles_deg(tilt_deg, step_deg)``."""
-        tilts_deg = tilt_angles_deg(tilt_deg, step_deg)
+        tilts_deg = tilt_angles_deg(acquisition.tilt_deg, acquisition.step_deg)
         tilts = np.deg2rad(tilts_deg)[:, None, None, None]
         m = sfft.fftfreq(size, 1.0 / size)  # signed integer frequencies
         axis = np.arange(size, dtype=np.float64) - size // 2
@@ -443,12 +624,17 @@ class _TiltGeometry:
         phase = (-2.0 * np.pi / size * m[None, :, None, None] * detector).astype(np.float32)
         kernel = np.exp(1j * phase)  # (T, N, N, N) complex64: [tilt, m, z, x]
         # The area each sample stands for in the (kx, kz) plane: |m| step, and a quarter step at m = 0.
-        ramp = np.where(m == 0, 0.25, np.abs(m)) * np.deg2rad(step_deg) / size**2
-        frequency = np.hypot(m[:, None], m[None, :]) / size
+        ramp = np.where(m == 0, 0.25, np.abs(m)) * np.deg2rad(acquisition.step_deg) / size**2
+        frequency = np.hypot(m[:, None], m[None, :]) / (size * acquisition.pixel_a)
+        # dose-symmetric order: 0, then alternately further either way; exposure at mid-tilt
+        order = np.lexsort((tilts_deg < 0, np.abs(tilts_deg)))
+        exposure = np.empty(len(tilts_deg))
+        exposure[order] = (np.arange(len(tilts_deg)) + 0.5) * acquisition.dose_per_tilt
         return cls(
             kernel.reshape(len(tilts_deg) * size, size * size),
             np.tile(ramp, len(tilts_deg))[:, None],
             frequency,
+            exposure,
             size,
         )
 
@@ -469,11 +655,13 @@ class _TiltGeometry:
         volume = (self.kernel.conj().T @ weighted).real.reshape(n, n, n)  # [z, x, y]
         return np.ascontiguousarray(np.transpose(volume, (0, 2, 1)), dtype=np.float32)
 
-    def apply_ctf(self, spectra: NDArray[np.complex64], defocus_a: float) -> NDArray[np.complex64]:
-        """Multiply every projection's 2-D spectrum by the phase-flipped CTF ``|CTF|``."""
-        pixel_a = _PIXEL_SIZE_A_AT_32 * 32.0 / self.size
-        ctf = _ctf_amplitude(self.frequency / pixel_a, defocus_a)  # [m, ky]
-        return sfft.ifft(sfft.fft(spectra, axis=-1) * ctf, axis=-1).astype(np.complex64)
+    def microscope(self, spectra: NDArray[np.complex64], defocus_a: float) -> NDArray[np.complex64]:
+        """Multiply every projection's 2-D spectrum by the phase-flipped CTF ``|CTF|`` and, with an
+        exposure, by the attenuation of radiation damage."""
+        filtered = sfft.fft(spectra, axis=-1) * _ctf_amplitude(self.frequency_a, defocus_a)  # [t, m, ky]
+        if self.exposure.any():
+            filtered *= _exposure_attenuation(self.frequency_a, self.exposure)
+        return sfft.ifft(filtered, axis=-1).astype(np.complex64)
 
     def noise(self, rng: np.random.Generator) -> NDArray[np.complex128]:
         """Spectra ``[tilt, m, y]`` of unit white noise on every ``N x N`` projection."""
@@ -489,16 +677,24 @@ def _ctf_amplitude(frequency_per_a: NDArray[np.float64], defocus_a: float) -> ND
     return np.abs(contrast)
 
 
+def _exposure_attenuation(frequency_per_a: NDArray[np.float64], exposure: NDArray[np.float64]) -> NDArray:
+    """``(T, N, N)``: ``exp(-D / 2 De(k))`` per tilt exposure ``D`` (Grant and Grigorieff's critical
+    exposure ``De``; 1 at ``k = 0``)."""
+    with np.errstate(divide="ignore"):
+        critical = 0.245 * frequency_per_a**-1.665 + 2.81
+    return np.exp(-exposure[:, None, None] / (2.0 * critical[None]))
+
+
 def _tilt_series_particles(
-    posed: NDArray[np.float32], tilt_deg: float, step_deg: float, snr: float, rng: np.random.Generator
+    posed: NDArray[np.float32], acquisition: _Acquisition, snr: float, rng: np.random.Generator
 ) -> NDArray[np.float32]:
     """Weighted back-projections of CTF-filtered noisy tilt series of the posed phantoms, ``(n, N, N, N)``."""
-    geometry = _TiltGeometry.build(posed.shape[-1], tilt_deg, step_deg)
+    geometry = _TiltGeometry.build(posed.shape[-1], acquisition)
     defocus = _DEFOCUS_A + rng.uniform(-_DEFOCUS_JITTER_A, _DEFOCUS_JITTER_A, size=len(posed))
     signal = np.empty_like(posed)
     noise = np.empty_like(posed)
     for i, particle in enumerate(posed):
-        signal[i] = geometry.backproject(geometry.apply_ctf(geometry.project(particle), defocus[i]))
+        signal[i] = geometry.backproject(geometry.microscope(geometry.project(particle), defocus[i]))
         noise[i] = geometry.backproject(geometry.noise(rng))
     noise_scale = np.sqrt(signal.var(dtype=np.float64) / (snr * noise.var(dtype=np.float64)))
     return signal + np.float32(noise_scale) * noise
