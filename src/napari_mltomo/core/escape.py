@@ -13,6 +13,7 @@ and :func:`held_out_gain` decides whether moving them explains particles held ou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -20,7 +21,15 @@ import scipy.fft as sfft
 from numpy.typing import NDArray
 from scipy.spatial.transform import Rotation
 
-from .fourier import AXES3, fourier_rescale, frequency_radius, half_grid_weights, shift_phases
+from .fourier import (
+    AXES3,
+    fourier_rescale,
+    frequency_radius,
+    fsc,
+    half_grid_weights,
+    shell_index,
+    shift_phases,
+)
 from .geometry import (
     fourier_stencil,
     oversampled_masks,
@@ -33,9 +42,11 @@ __all__ = [
     "AlignedClass",
     "RigidMove",
     "flip_groups",
+    "fourier_band",
     "held_out_gain",
     "near_symmetry",
     "rotation_angle_deg",
+    "signal_weights",
     "turned_proposal",
 ]
 
@@ -45,10 +56,13 @@ SEARCH_SIZE = 16
 SEARCH_STARTS = 4
 #: Rotations closer than this to the identity are not candidate near-symmetries.
 MIN_SYMMETRY_ANGLE_DEG = 90.0
-#: The band where the groups are told apart, as fractions of the box: from a fifth of it to Nyquist.
-#: Below, near-symmetric proteins are symmetric and the differences are noise (measured on 3 x 20
-#: near-symmetric phantoms at SNR 0.5: splits 50-70% right from shells 1-6 of a 32 box, 80-100% from
-#: shells 6-16).
+#: Lowest frequency, as a fraction of the box, at which particles are compared (:func:`signal_weights`):
+#: below, near-symmetric proteins look the same in both poses and the differences are misalignment.
+SIGNAL_LOW = 0.1
+#: The band of the second comparison of :func:`turned_proposal`, as a fraction of the box: from a fifth of
+#: it to Nyquist, every component alike. Phantoms that differ from their turned copy only in fine detail
+#: have little weight there on their signal weights (on the demo data one class of three was re-posed
+#: only on this band).
 SPLIT_BAND = 0.2
 #: Folds of the cross-validation that decides whether to move particles (:func:`held_out_gain`).
 HELD_OUT_FOLDS = 5
@@ -224,8 +238,8 @@ class AlignedClass:
         Each particle's observed spectrum in the reference frame, ``y``, and ``y`` after the move.
     coverage, turned_coverage : (n, N, N, N//2+1) ndarray
         The matching observed-region masks (fractional at the edges).
-    band : (N, N, N//2+1) ndarray of bool
-        The components compared: ``SPLIT_BAND`` of the box up to Nyquist.
+    weights : (N, N, N//2+1) ndarray
+        How much each component counts when particles are compared (:func:`signal_weights`).
     move : RigidMove
         The move that made ``turned``.
     """
@@ -234,19 +248,31 @@ class AlignedClass:
     turned: NDArray[np.complexfloating]
     coverage: NDArray[np.floating]
     turned_coverage: NDArray[np.floating]
-    band: NDArray[np.bool_]
+    weights: NDArray[np.floating]
     move: RigidMove
 
     @classmethod
     def turn(
-        cls, spectra: NDArray[np.complexfloating], coverage: NDArray[np.floating], move: RigidMove
+        cls,
+        spectra: NDArray[np.complexfloating],
+        coverage: NDArray[np.floating],
+        move: RigidMove,
+        weights: NDArray[np.floating] | None = None,
     ) -> AlignedClass:
-        """The particles (zeroed outside the ball, as the moved copies are) and their moved copies."""
+        """The particles (zeroed outside the ball, as the moved copies are) and their moved copies,
+        compared with ``weights`` (by default :func:`signal_weights` of the particles)."""
         size = spectra.shape[-2]
+        if weights is None:
+            weights = signal_weights(spectra, coverage)
         inside = zero_outside_sphere(sfft.irfftn(spectra, s=(size,) * 3, axes=AXES3))[0]
         spectra = sfft.rfftn(inside, axes=AXES3).astype(spectra.dtype)
         turned = move.spectra(inside).astype(spectra.dtype)
-        return cls(spectra, turned, coverage, move.masks(coverage), fourier_band(size, SPLIT_BAND), move)
+        return cls(spectra, turned, coverage, move.masks(coverage), weights, move)
+
+    @property
+    def band(self) -> NDArray[np.bool_]:
+        """``(N, N, N//2+1)``: the components compared (of non-zero weight)."""
+        return self.weights > 0
 
     @property
     def compared(self) -> NDArray[np.bool_]:
@@ -336,16 +362,63 @@ def matched_fit(
     return np.sum(fit * weights, axis=1)
 
 
-def fourier_band(size: int, low: float) -> NDArray[np.bool_]:
-    """``(N, N, N//2+1)``: the half-grid components from ``low`` times the box to Nyquist."""
+def fourier_band(size: int, low: float) -> NDArray[np.float64]:
+    """``(N, N, N//2+1)``: weight 1 on the half-grid components from ``low`` times the box to Nyquist, 0
+    elsewhere."""
     radius = frequency_radius(size)
-    return (radius >= low * size) & (radius < size / 2)
+    return ((radius >= low * size) & (radius < size / 2)).astype(np.float64)
+
+
+def signal_weights(
+    spectra: NDArray[np.complexfloating], coverage: NDArray[np.floating]
+) -> NDArray[np.float64]:
+    """How much each component of a class's particles tells about its structure: per shell, the
+    reliability of the class average over the particles' noise power.
+
+    The reliability is ``2 FSC / (1 + FSC)`` (clipped to [0, 1]) of the averages of two halves of the
+    particles (drawn by a fixed permutation, so that no pattern of the order decides them),
+    which estimates the correlation of the whole average with the truth; the noise power is the mean of
+    ``|y - c a|**2`` over the components each particle observes, ``a`` the class average. Shells below
+    ``SIGNAL_LOW`` of the box and from Nyquist up weigh 0. On tilt-series data the phase-flipped CTF and
+    the dose leave little signal beyond the first CTF zero, so a fixed band misses where particles differ.
+
+    Parameters
+    ----------
+    spectra, coverage : (n, N, N, N//2+1) ndarray
+        Particles in the reference frame and their observed-region masks (n at least 2).
+
+    Returns
+    -------
+    (N, N, N//2+1) ndarray of float64
+        Largest weight 1 (all 0 if no shell holds signal).
+    """
+    size = spectra.shape[-2]
+    observed = np.clip(coverage, 0.0, 1.0)
+    first = np.random.default_rng(0).permutation(len(spectra)) % 2 == 0  # halves unrelated to the order
+    sums = [spectra[half].sum(axis=0, dtype=np.complex128) for half in (first, ~first)]
+    counts = [observed[half].sum(axis=0, dtype=np.float64) for half in (first, ~first)]
+    curve = fsc(counts[1] * sums[0], counts[0] * sums[1], size)
+    reliability = np.clip(2.0 * curve / (1.0 + np.abs(curve)), 0.0, 1.0)
+    average = band_average(sums[0] + sums[1], counts[0] + counts[1])
+    residual = np.abs(spectra - observed * average) ** 2 * (observed > 0.5)
+    shells = shell_index(size)
+    inside = shells >= 0
+    n_shells = size // 2 + 1
+    power = np.bincount(shells[inside], residual.sum(axis=0)[inside], n_shells)
+    seen = np.bincount(shells[inside], (observed > 0.5).sum(axis=0)[inside], n_shells)
+    per_shell = np.where(power > 0, reliability * seen / np.maximum(power, 1e-300), 0.0)
+    per_shell[: int(np.ceil(SIGNAL_LOW * size))] = 0.0
+    per_shell[size // 2 :] = 0.0
+    if per_shell.max() > 0:
+        per_shell /= per_shell.max()
+    return np.where(inside, per_shell[shells], 0.0)
 
 
 def _compared_weights(aligned: AlignedClass) -> NDArray[np.float64]:
-    """``(n, band size)``: Parseval's weights on the band components each particle observes in both
-    poses, 0 elsewhere (a particle's two poses are compared on the same components)."""
-    weight = np.broadcast_to(half_grid_weights(aligned.band.shape[0]), aligned.band.shape)[aligned.band]
+    """``(n, band size)``: the signal weights (times Parseval's) of the band components each particle
+    observes in both poses, 0 elsewhere (a particle's two poses are compared on the same components)."""
+    band = aligned.band
+    weight = (np.broadcast_to(half_grid_weights(band.shape[0]), band.shape) * aligned.weights)[band]
     return weight * aligned.compared
 
 
@@ -403,6 +476,7 @@ def _principal_split(aligned: AlignedClass) -> NDArray[np.bool_]:
 def turned_proposal(
     spectra: NDArray[np.complexfloating],
     coverage: NDArray[np.floating],
+    weightings: Sequence[NDArray[np.floating]],
     move: RigidMove,
     step_deg: float,
     rng: np.random.Generator,
@@ -413,6 +487,9 @@ def turned_proposal(
     ----------
     spectra, coverage : (n, N, N, N//2+1) ndarray
         The particles in the reference frame and their observed-region masks.
+    weightings : sequence of (N, N, N//2+1) ndarray
+        How to compare the particles (:func:`signal_weights`, :func:`fourier_band`), tried in turn until
+        one gives a proposal.
     move : RigidMove
         The class's near-symmetry (:func:`near_symmetry`).
     step_deg : float
@@ -423,14 +500,30 @@ def turned_proposal(
     Returns
     -------
     (flipped, aligned) or None
-        None unless moving the ``flipped`` particles has a positive :func:`held_out_gain`; ``aligned``
-        holds the particles moved by the refined move (``aligned.move``).
+        None unless moving the ``flipped`` particles has a positive :func:`held_out_gain` on one of the
+        weightings; ``aligned`` holds the particles moved by the refined move (``aligned.move``).
     """
-    aligned = AlignedClass.turn(spectra, coverage, move)
+    for weights in weightings:
+        proposal = _weighted_proposal(spectra, coverage, weights, move, step_deg, rng)
+        if proposal is not None:
+            return proposal
+    return None
+
+
+def _weighted_proposal(
+    spectra: NDArray[np.complexfloating],
+    coverage: NDArray[np.floating],
+    weights: NDArray[np.floating],
+    move: RigidMove,
+    step_deg: float,
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.bool_], AlignedClass] | None:
+    """:func:`turned_proposal` on one weighting."""
+    aligned = AlignedClass.turn(spectra, coverage, move, weights)
     flipped = flip_groups(aligned)
     if not flipped.any():
         return None
-    aligned = AlignedClass.turn(spectra, coverage, refine_symmetry(aligned, flipped, step_deg))
+    aligned = AlignedClass.turn(spectra, coverage, refine_symmetry(aligned, flipped, step_deg), weights)
     flipped = flip_groups(aligned, flipped)
     if not flipped.any():
         return None

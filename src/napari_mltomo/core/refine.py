@@ -24,7 +24,16 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import sparse
 from scipy.special import logsumexp
 
-from .escape import AlignedClass, RigidMove, near_symmetry, superposition, turned_proposal
+from .escape import (
+    SPLIT_BAND,
+    AlignedClass,
+    RigidMove,
+    fourier_band,
+    near_symmetry,
+    signal_weights,
+    superposition,
+    turned_proposal,
+)
 from .estep import (
     EStepModel,
     ParticleChunk,
@@ -875,7 +884,9 @@ def _regularised(
 # ----------------------------------------------------------------------------------------------
 # escape from approximate-symmetry traps
 
-#: Iterations (from the first) after which classes are checked for approximate-symmetry traps.
+#: Iterations (from the first) after which classes are checked for approximate-symmetry traps: each
+#: check re-poses an aligned class of a few dozen particles about as often as not (its held-out gain is
+#: noise), so checks after every iteration moved aligned classes again until the last.
 ESCAPE_CHECKS = 2
 #: Classes with fewer particles than this are not checked.
 ESCAPE_MIN_PARTICLES = 10
@@ -892,7 +903,9 @@ def _escape_traps(
 
     For each class, its particles in their best poses are split by :func:`flip_groups`; if moving one
     group by the class's near-symmetry explains held-out particles better (:func:`turned_proposal`),
-    the average of the particles so posed becomes the class's reference.
+    the reference changes by the difference between the sample's average with that group moved and
+    without (the rest of the reference, the M-step's, is kept). Particles are compared on their class's
+    :func:`signal_weights` and, if that proposes nothing, on the band from ``SPLIT_BAND`` to Nyquist.
     """
     samples = _class_samples(data, params, setup, state, dispatch)
     regrouped = _regroup(state, samples, params)
@@ -901,13 +914,18 @@ def _escape_traps(
     moves = near_symmetry(state.references, state.grid.matrices, params.ang_deg)
     references = np.array(state.references, copy=True)
     escaped = []
+    split_band = fourier_band(state.references.shape[-1], SPLIT_BAND)
     for k, sample in samples.items():
         if regrouped is not None and k in regrouped[:2]:
             continue  # new references: the next check sees their poses
-        proposal = turned_proposal(sample.spectra, sample.coverage, moves[k], params.ang_deg, sample.rng)
+        proposal = turned_proposal(
+            sample.spectra, sample.coverage, (sample.signal, split_band), moves[k], params.ang_deg, sample.rng
+        )
         if proposal is not None:
             flipped, aligned = proposal
-            references[k] = _weighted_average(*aligned.sums(flipped), params, setup)
+            references[k] += _weighted_average(*aligned.sums(flipped), params, setup) - _weighted_average(
+                *aligned.sums(np.zeros_like(flipped)), params, setup
+            )
             escaped.append(k)
     if not escaped and regrouped is None:
         return state
@@ -916,20 +934,25 @@ def _escape_traps(
 
 @dataclass(frozen=True)
 class _Members:
-    """At most ``ESCAPE_SAMPLE`` particles of a class in its reference frame (spectra and coverage), the
-    class's size, and the generator its check goes on drawing from."""
+    """At most ``ESCAPE_SAMPLE`` particles of a class in its reference frame (spectra and coverage), their
+    signal weights, the class's size, and the generator its check goes on drawing from."""
 
     spectra: NDArray[np.complex64]
     coverage: NDArray[np.float32]
+    signal: NDArray[np.float64]
     class_size: int
     rng: np.random.Generator
 
-    def band_sample(self, move: RigidMove | None = None) -> ClassSample:
-        """The particles on the band that tells classes apart, moved by ``move`` if given."""
+    def band_sample(
+        self, move: RigidMove | None = None, signal: NDArray[np.float64] | None = None
+    ) -> ClassSample:
+        """The particles on the components of their signal weights (or of ``signal``), moved by ``move``
+        if given."""
+        signal = self.signal if signal is None else signal
         if move is None:
-            return ClassSample.of(self.spectra, self.coverage, self.class_size)
-        moved = AlignedClass.turn(self.spectra, self.coverage, move)
-        return ClassSample.of(moved.turned, moved.turned_coverage, self.class_size)
+            return ClassSample.of(self.spectra, self.coverage, self.class_size, signal)
+        moved = AlignedClass.turn(self.spectra, self.coverage, move, signal)
+        return ClassSample.of(moved.turned, moved.turned_coverage, self.class_size, signal)
 
 
 def _class_samples(
@@ -952,7 +975,7 @@ def _class_samples(
         parts = _map_chunks(_spread_particles, subset, params, shared, dispatch, f"trap check, class {k + 1}")
         spectra = np.concatenate([part[0].astype(np.complex64) for part in parts])
         coverage = np.concatenate([part[1].astype(np.float32) for part in parts])
-        samples[k] = _Members(spectra, coverage, class_size, rng)
+        samples[k] = _Members(spectra, coverage, signal_weights(spectra, coverage), class_size, rng)
     return samples
 
 
@@ -974,9 +997,11 @@ def _regroup(state: MLState, samples: dict[int, _Members], params: MLParams) -> 
         move = superposition(
             state.references[kept], state.references[spare], state.grid.matrices, params.ang_deg
         )
-        # the kept class's particles go through the same resampling, by the identity
+        # the kept class's particles go through the same resampling, by the identity, and both classes
+        # are compared on the same components
         identity = RigidMove(np.eye(3), np.zeros(3))
-        first, second = samples[kept].band_sample(identity), samples[spare].band_sample(move)
+        signal = (samples[kept].signal + samples[spare].signal) / 2
+        first, second = samples[kept].band_sample(identity, signal), samples[spare].band_sample(move, signal)
         losses[kept, spare] = merge_loss(first, second, rng)
     kept, spare = min(losses, key=losses.__getitem__)
     if losses[kept, spare] >= gains[split]:

@@ -20,21 +20,18 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from .escape import HELD_OUT_FOLDS, band_average, fourier_band, matched_fit
+from .escape import HELD_OUT_FOLDS, band_average, matched_fit, signal_weights
 from .fourier import half_grid_weights
 
 __all__ = ["ClassSample", "merge_loss", "split_gain", "split_groups"]
 
-#: The band where classes are told apart, as a fraction of the box: from a tenth of it to Nyquist (the
-#: leading residual principal component sorted 60 of 60 particles from there, 32 of 60 from a fifth).
-CLASS_BAND = 0.1
 #: Passes of the leave-one-out reassignment that follows the principal-component split.
 SPLIT_ROUNDS = 8
 
 
 @dataclass(frozen=True)
 class ClassSample:
-    """Particles of one class in one reference frame, on the components of ``CLASS_BAND``.
+    """Particles of one class in one reference frame, on the components their signal weights keep.
 
     Attributes
     ----------
@@ -43,7 +40,8 @@ class ClassSample:
     coverage : (n, M) ndarray
         Their observed-region masks, clipped to [0, 1].
     weights : (n, M) ndarray
-        Parseval's weights on the components each particle observes, 0 elsewhere.
+        Signal weights (``core.escape.signal_weights``) times Parseval's on the components each particle
+        observes, 0 elsewhere.
     scale : float
         Particles of the class per particle of the sample: turns sample sums into class sums.
     """
@@ -55,12 +53,20 @@ class ClassSample:
 
     @classmethod
     def of(
-        cls, spectra: NDArray[np.complexfloating], coverage: NDArray[np.floating], class_size: int
+        cls,
+        spectra: NDArray[np.complexfloating],
+        coverage: NDArray[np.floating],
+        class_size: int,
+        signal: NDArray[np.floating] | None = None,
     ) -> ClassSample:
-        """The sample of ``(n, N, N, N//2+1)`` spectra and coverage, from a class of ``class_size``."""
-        band = fourier_band(spectra.shape[-2], CLASS_BAND)
+        """The sample of ``(n, N, N, N//2+1)`` spectra and coverage, from a class of ``class_size``, on the
+        components of non-zero ``signal`` weight (by default the particles' ``signal_weights``)."""
+        if signal is None:
+            signal = signal_weights(spectra, coverage)
+        band = signal > 0
         observed = np.clip(coverage[:, band], 0.0, 1.0)
-        weights = np.broadcast_to(half_grid_weights(band.shape[0]), band.shape)[band] * (observed > 0.5)
+        parseval = np.broadcast_to(half_grid_weights(band.shape[0]), band.shape)
+        weights = (parseval * signal)[band] * (observed > 0.5)
         return cls(spectra[:, band].astype(np.complex128), observed, weights, class_size / len(spectra))
 
     def __len__(self) -> int:
