@@ -2,7 +2,7 @@
 #   make demo    synthetic data set + reference-free 3-class refinement, prints ARI and angle error
 #   make test    ruff, then the test suite (GUI tests run under Xvfb via pytest-xvfb)
 #   make bench   every script in benchmarks/ (under Xvfb when there is no display)
-#   make accuracy  reference-free runs on subtomograms of real proteins against an oracle (about 2 hours)
+#   make accuracy  reference-free runs on subtomograms of real proteins against an oracle (about 2.5 hours, estimated)
 #   make screenshots  docs/images/*.png from a real run in napari (under Xvfb when there is no display)
 #   make lint    ruff + npe2 manifest validation
 #   make clean   caches, build products and demo output (make distclean also removes .venv)

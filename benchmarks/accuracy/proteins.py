@@ -16,8 +16,9 @@ For every run it prints the adjusted Rand index of the classes and, per true cla
 (gauge-free) and the particles beyond 90 degrees of the class's consensus, then whether the reference-free
 runs meet the bound: every class's median at most the angular step and at most 1.25 times the oracle's,
 at most 10 % of a class beyond 90 degrees, and an adjusted Rand index of at least 0.95 where the oracle
-reaches it. A run of 90 particles takes 5 to 9 minutes on the 2-core reference machine, so all the sets
-with two seeds take about two hours; ``--sets`` and ``--seeds`` choose.
+reaches it. A run takes 5 to 9 minutes on the 2-core reference machine (80 or 90 particles), so every set
+with the oracle and two seeds takes about two and a half hours (estimated from those runs, not timed
+whole); ``--sets`` and ``--seeds`` choose.
 
 Usage: ``python benchmarks/accuracy/proteins.py [--sets three-tilt,...] [--seeds 1,2] [--no-oracle]``
 (``make accuracy`` runs every set with seeds 1 and 2).
