@@ -47,15 +47,9 @@ from numpy.typing import NDArray
 from napari_mltomo.cli import option_values
 from napari_mltomo.core.estep import EStepModel, ParticleChunk, translation_log_prior
 from napari_mltomo.core.params import MLParams, params_from_options
-from napari_mltomo.core.refine import (
-    MLState,
-    StartModel,
-    SubtomogramSet,
-    _AdaptiveSearch,
-    _make_setup,
-    _search,
-    iter_refine,
-)
+from napari_mltomo.core.refine import MLState, StartModel, SubtomogramSet, iter_refine
+from napari_mltomo.core.search import AdaptiveSearch, iteration_search
+from napari_mltomo.core.setup import make_setup
 from napari_mltomo.core.synthetic import (
     SyntheticDataset,
     adjusted_rand_index,
@@ -205,9 +199,9 @@ def adaptive_orientations(data: SyntheticDataset, params: MLParams, start: Start
     """Orientations each particle is scored against per class in an adaptive E-step from ``start``: the
     coarse grid plus the mean over particles of the fine orientations near its coarse peaks."""
     subtomos = subtomograms(data)
-    setup = _make_setup(subtomos, params)
-    _, search = _search(subtomos, params, setup, start.references, 1)
-    assert isinstance(search, _AdaptiveSearch)
+    setup = make_setup(subtomos, params)
+    _, search = iteration_search(subtomos, params, setup, start.references, 1)
+    assert isinstance(search, AdaptiveSearch)
     assert start.fractions is not None and start.sigma_noise is not None and start.sigma_offset_px is not None
     model = EStepModel(
         np.log(start.fractions),

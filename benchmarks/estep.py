@@ -44,6 +44,7 @@ import scipy.fft as sfft
 from numpy.typing import NDArray
 
 from napari_mltomo.compute import local_cluster
+from napari_mltomo.core.chunks import MAX_AUTO_CHUNK, pairwise_sum
 from napari_mltomo.core.estep import (
     BATCH_BYTES,
     EStepModel,
@@ -55,7 +56,6 @@ from napari_mltomo.core.estep import (
 )
 from napari_mltomo.core.fourier import resolution_masks
 from napari_mltomo.core.geometry import rotate_volumes
-from napari_mltomo.core.refine import MAX_AUTO_CHUNK, _pairwise
 from napari_mltomo.core.sampling import orientation_grid
 from napari_mltomo.core.synthetic import make_dataset
 
@@ -158,7 +158,7 @@ def _estep_threads(problem: Problem, threads: int, chunk: int) -> tuple[float, S
         for piece in particle_chunks(problem.spectra, chunk)
     ]
     results = dask.compute(*tasks, scheduler="threads", num_workers=threads)
-    total = _pairwise(list(results), operator.add)
+    total = pairwise_sum(list(results), operator.add)
     return time.perf_counter() - start, total
 
 
@@ -173,7 +173,7 @@ def _estep_cluster(problem: Problem, workers: int, chunk: int) -> tuple[float, S
         bank = client.scatter(problem.bank(), broadcast=True)
         model = client.scatter(problem.model, broadcast=True)
         futures = client.map(estep_chunk, particle_chunks(problem.spectra, chunk), bank=bank, model=model)
-        total = _pairwise(client.gather(futures), operator.add)
+        total = pairwise_sum(client.gather(futures), operator.add)
         return time.perf_counter() - start, total
 
 

@@ -10,16 +10,9 @@ import scipy.fft as sfft
 
 from napari_mltomo.core.estep import EStepModel, ParticleChunk, estep_chunk, translation_log_prior
 from napari_mltomo.core.params import MLParams, ParameterError
-from napari_mltomo.core.refine import (
-    StartModel,
-    SubtomogramSet,
-    _adaptive_reach,
-    _grids,
-    _holding_mass,
-    _make_setup,
-    _search,
-    run_refine,
-)
+from napari_mltomo.core.refine import StartModel, SubtomogramSet, run_refine
+from napari_mltomo.core.search import adaptive_reach, grids, holding_mass, iteration_search
+from napari_mltomo.core.setup import make_setup
 from napari_mltomo.core.symmetry import orientation_copies
 from napari_mltomo.core.synthetic import (
     adjusted_rand_index,
@@ -32,7 +25,7 @@ SIZE = 16
 
 def test_the_fewest_orientations_holding_the_mass_are_kept() -> None:
     posterior = np.array([[0.1, 0.6, 0.3, 0.0], [0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0]])
-    held = _holding_mass(posterior, 0.85)
+    held = holding_mass(posterior, 0.85)
     np.testing.assert_array_equal(held[0], [False, True, True, False])
     assert held[1].sum() == 4  # three quarters are not enough
     np.testing.assert_array_equal(held[2], [True, False, False, False])
@@ -51,8 +44,8 @@ def test_every_fine_orientation_is_refined_around_its_nearest_coarse_one(options
     """Whichever fine orientation is best, the coarse orientation nearest it (under the point group) brings
     it into the fine pass; and each coarse orientation brings only a few."""
     params = MLParams(n_classes=1, adaptive=True, **options)
-    reach = _adaptive_reach(params).toarray() > 0
-    (_, fine), (_, coarse) = _grids(params, 0), _grids(params, 0, 2.0)
+    reach = adaptive_reach(params).toarray() > 0
+    (_, fine), (_, coarse) = grids(params, 0), grids(params, 0, 2.0)
     copies = orientation_copies(coarse.matrices, params.symmetry_group)
     closeness = np.einsum("cgij,fij->fcg", copies, fine.matrices).max(axis=2)  # trace(C^T F)
     nearest = closeness >= closeness.max(axis=1, keepdims=True) - 1e-9  # (fine, coarse); ties between psi
@@ -78,14 +71,14 @@ def test_the_adaptive_estep_gives_the_exhaustive_posteriors_from_a_tenth_of_the_
 ) -> None:
     made, data = two_classes
     params = MLParams(n_classes=2, ang_deg=15.0, adaptive=True, seed=0)
-    setup = _make_setup(data, params)
+    setup = make_setup(data, params)
     references = made.phantoms.astype(np.float64)
     model = _model(made, setup)
     spectra = (sfft.rfftn(made.volumes, axes=(-3, -2, -1)) * setup.masks[0]).astype(np.complex64)
     n = len(made.volumes)
     chunk = ParticleChunk(np.arange(n), spectra, np.zeros(n, dtype=np.intp), np.arange(n) % 2)
-    grid, adaptive = _search(data, params, setup, references, 1)
-    same_grid, bank = _search(data, replace(params, adaptive=False), setup, references, 1)
+    grid, adaptive = iteration_search(data, params, setup, references, 1)
+    same_grid, bank = iteration_search(data, replace(params, adaptive=False), setup, references, 1)
     np.testing.assert_array_equal(grid.matrices, same_grid.matrices)
     allowed = adaptive.allowed(chunk, setup.masks, model)
     exhaustive, fast = estep_chunk(chunk, bank, model), adaptive.estep(chunk, setup.masks, model)

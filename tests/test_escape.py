@@ -10,6 +10,7 @@ import pytest
 import scipy.fft as sfft
 from scipy.spatial.transform import Rotation
 
+from napari_mltomo.core.chunks import Dispatch
 from napari_mltomo.core.escape import (
     AlignedClass,
     RigidMove,
@@ -24,18 +25,12 @@ from napari_mltomo.core.fourier import frequency_radius, shift_phases
 from napari_mltomo.core.geometry import matrix_to_euler, rotate_volumes
 from napari_mltomo.core.missing import MissingRegion, region_masks
 from napari_mltomo.core.params import MLParams
-from napari_mltomo.core.refine import (
-    MLState,
-    StartModel,
-    SubtomogramSet,
-    _Dispatch,
-    _escape_traps,
-    _make_setup,
-    iter_refine,
-)
+from napari_mltomo.core.refine import MLState, StartModel, SubtomogramSet, iter_refine
 from napari_mltomo.core.regroup import ClassSample, merge_loss, split_gain, split_groups
 from napari_mltomo.core.sampling import OrientationGrid, orientation_grid
+from napari_mltomo.core.setup import make_setup
 from napari_mltomo.core.synthetic import make_dataset, make_near_symmetric_phantoms
+from napari_mltomo.core.traps import escape_traps
 
 SIZE = 24
 GRID = orientation_grid(20.0, 20.0, 0.0, 180.0, False)
@@ -163,8 +158,8 @@ def test_escape_reposes_a_trapped_class_and_leaves_an_aligned_one(trapped: bool)
     average = np.mean([rotate_volumes(v, b) for v, b in zip(volumes, given, strict=True)], axis=0)
     data = SubtomogramSet(volumes.astype(np.float32))
     params = MLParams(n_classes=1, ang_deg=20.0, threads=1)
-    escaped = _escape_traps(
-        data, params, _make_setup(data, params), _state_with_poses(given, average[None]), _Dispatch()
+    escaped = escape_traps(
+        data, params, make_setup(data, params), _state_with_poses(given, average[None]), Dispatch()
     )
     assert escaped.escaped_classes == ((0,) if trapped else ())
     if trapped:
@@ -258,7 +253,7 @@ def test_escape_splits_a_class_of_two_proteins_when_two_classes_share_one(sorted
     data = SubtomogramSet(volumes.astype(np.float32))
     params = MLParams(n_classes=3, ang_deg=20.0, threads=1)
     state = _state_with_poses(poses, references, classes)
-    after = _escape_traps(data, params, _make_setup(data, params), state, _Dispatch())
+    after = escape_traps(data, params, make_setup(data, params), state, Dispatch())
     if sorted_classes:
         assert after.regrouped is None
         return

@@ -23,8 +23,6 @@ from napari_mltomo.core.mstep import (
 )
 from napari_mltomo.core.params import MLParams, ParameterError
 from napari_mltomo.core.refine import (
-    STARTUP_SIZE,
-    STARTUP_TEMPERATURE,
     ChunkProgress,
     MLState,
     StartModel,
@@ -32,6 +30,7 @@ from napari_mltomo.core.refine import (
     iter_refine,
     run_refine,
 )
+from napari_mltomo.core.startup import STARTUP_SIZE, STARTUP_TEMPERATURE
 from napari_mltomo.core.synthetic import adjusted_rand_index, make_dataset, orientation_errors_deg
 
 SIZE = 16
@@ -311,7 +310,7 @@ def test_startup_updates_references_with_the_coverage_and_iterations_exactly(
 ) -> None:
     """The start-up takes ``W A`` for the model sums (a smoothing that keeps the annealed search off noise);
     the iterations take the exact model sums, whose update never lowers the likelihood."""
-    import napari_mltomo.core.refine as refine
+    import napari_mltomo.core.iteration as refine
 
     calls: list[bool] = []
     update = refine.impute_references

@@ -12,6 +12,14 @@ import numpy as np
 import pytest
 import scipy.fft as sfft
 
+from napari_mltomo.core.chunks import (
+    MAX_AUTO_CHUNK,
+    ChunkProgress,
+    Dispatch,
+    chunk_size,
+    pairwise_sum,
+    sum_chunks,
+)
 from napari_mltomo.core.estep import (
     EStepModel,
     ParticleChunk,
@@ -21,15 +29,7 @@ from napari_mltomo.core.estep import (
 )
 from napari_mltomo.core.fourier import resolution_masks
 from napari_mltomo.core.params import MLParams
-from napari_mltomo.core.refine import (
-    MAX_AUTO_CHUNK,
-    ChunkProgress,
-    SubtomogramSet,
-    _chunk_size,
-    _Dispatch,
-    _pairwise,
-    _sum_chunks,
-)
+from napari_mltomo.core.refine import SubtomogramSet
 from napari_mltomo.core.sampling import (
     local_neighbourhoods,
     orientation_grid,
@@ -77,9 +77,9 @@ def test_chunk_results_are_added_as_they_finish_not_held_until_the_end(on_cluste
     if on_cluster:
         distributed = pytest.importorskip("distributed")
         with _cluster(distributed) as client:
-            total = _sum_chunks(_index_sum, data, params, [], _Dispatch(client), "test")
+            total = sum_chunks(_index_sum, data, params, [], Dispatch(client), "test")
     else:
-        total = _sum_chunks(_index_sum, data, params, [], _Dispatch(), "test")
+        total = sum_chunks(_index_sum, data, params, [], Dispatch(), "test")
     assert total.value == sum(range(160))
     assert _Counted.peak <= 20  # 40 chunks: holding them all would peak at 40 or more
 
@@ -108,7 +108,7 @@ def test_raising_from_the_progress_callback_cancels_the_chunks_on_a_cluster() ->
     _STARTED.clear()
     with _cluster(distributed) as client:
         with pytest.raises(_Stop):
-            _sum_chunks(_slow_chunk, data, params, [], _Dispatch(client, stop), "test")
+            sum_chunks(_slow_chunk, data, params, [], Dispatch(client, stop), "test")
         time.sleep(0.5)  # what was not cancelled would run now: 10 more chunks
     assert len(_STARTED) <= 6
 
@@ -125,10 +125,10 @@ def test_threads_and_a_cluster_add_the_chunks_in_the_same_order() -> None:
 
     data = SubtomogramSet(np.zeros((37, 2, 2, 2), dtype=np.float32))
     params = MLParams(n_classes=1, threads=2, chunk_size=1)
-    on_threads = _sum_chunks(chunk_value, data, params, [], _Dispatch(), "test")
+    on_threads = sum_chunks(chunk_value, data, params, [], Dispatch(), "test")
     with _cluster(distributed) as client:
-        on_cluster = _sum_chunks(chunk_value, data, params, [], _Dispatch(client), "test")
-    assert on_threads == on_cluster == _pairwise(list(values), operator.add)
+        on_cluster = sum_chunks(chunk_value, data, params, [], Dispatch(client), "test")
+    assert on_threads == on_cluster == pairwise_sum(list(values), operator.add)
     assert on_threads != sum(values.tolist())
 
 
@@ -153,8 +153,8 @@ def test_local_search_chunks_share_their_orientations() -> None:
 def test_the_default_chunk_spreads_the_particles_over_the_threads(
     n: int, threads: int, expected: int
 ) -> None:
-    assert _chunk_size(n, MLParams(n_classes=1, threads=threads), _Dispatch()) == expected
-    assert _chunk_size(n, MLParams(n_classes=1, threads=threads, chunk_size=7), _Dispatch()) == 7
+    assert chunk_size(n, MLParams(n_classes=1, threads=threads), Dispatch()) == expected
+    assert chunk_size(n, MLParams(n_classes=1, threads=threads, chunk_size=7), Dispatch()) == 7
 
 
 def _estep_peak_bytes(ang_deg: float) -> int:

@@ -10,7 +10,7 @@ against 0.024 for the next, 60 of 60 sorted).
 
 :func:`split_gain` measures, on particles held out of the split, how much better two averages explain a
 class than one; :func:`merge_loss` how much worse one average explains two classes than their own. A
-class is split when its gain exceeds the loss of the cheapest merge (``core.refine._regroup``).
+class is split when its gain exceeds the loss of the cheapest merge (``core.traps._regroup``).
 """
 
 from __future__ import annotations
