@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
 from importlib.metadata import distribution
 from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,12 +50,38 @@ def test_headless_modules_do_not_import_gui(modules: tuple[str, ...]) -> None:
     assert _imported_gui_modules(*modules) == []
 
 
+def _top_level_imports(path: Path) -> set[str]:
+    """The top-level packages that a module imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_core_imports_neither_a_cluster_nor_the_gui() -> None:
+    """``core/`` is numerics: the dask.distributed executor lives in ``compute.py`` and is passed in."""
+    core = Path(str(files("napari_mltomo") / "core"))
+    banned = {"distributed", *GUI_MODULES}
+    offenders = {path.name: sorted(_top_level_imports(path) & banned) for path in sorted(core.glob("*.py"))}
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
 def test_manifest_ships_inside_package() -> None:
     manifest = files("napari_mltomo") / "napari.yaml"
     assert manifest.is_file()
     entry_points = distribution(DIST_NAME).entry_points.select(group="napari.manifest")
     found = [(ep.name, ep.value) for ep in entry_points]
     assert found == [(DIST_NAME, "napari_mltomo:napari.yaml")]
+
+
+def test_top_level_manifest_is_the_packaged_one() -> None:
+    """The repository shows ``napari.yaml`` at its top; npe2 loads the one inside the package: one file."""
+    top = Path(__file__).resolve().parents[1] / "napari.yaml"
+    assert top.is_symlink()
+    assert top.resolve() == Path(str(files("napari_mltomo") / "napari.yaml")).resolve()
 
 
 def test_manifest_name_matches_distribution() -> None:

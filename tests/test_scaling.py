@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.fft as sfft
 
+from napari_mltomo.compute import DistributedExecutor
 from napari_mltomo.core.chunks import (
     MAX_AUTO_CHUNK,
     ChunkProgress,
@@ -77,7 +78,7 @@ def test_chunk_results_are_added_as_they_finish_not_held_until_the_end(on_cluste
     if on_cluster:
         distributed = pytest.importorskip("distributed")
         with _cluster(distributed) as client:
-            total = sum_chunks(_index_sum, data, params, [], Dispatch(client), "test")
+            total = sum_chunks(_index_sum, data, params, [], Dispatch(DistributedExecutor(client)), "test")
     else:
         total = sum_chunks(_index_sum, data, params, [], Dispatch(), "test")
     assert total.value == sum(range(160))
@@ -108,7 +109,7 @@ def test_raising_from_the_progress_callback_cancels_the_chunks_on_a_cluster() ->
     _STARTED.clear()
     with _cluster(distributed) as client:
         with pytest.raises(_Stop):
-            sum_chunks(_slow_chunk, data, params, [], Dispatch(client, stop), "test")
+            sum_chunks(_slow_chunk, data, params, [], Dispatch(DistributedExecutor(client), stop), "test")
         time.sleep(0.5)  # what was not cancelled would run now: 10 more chunks
     assert len(_STARTED) <= 6
 
@@ -127,7 +128,7 @@ def test_threads_and_a_cluster_add_the_chunks_in_the_same_order() -> None:
     params = MLParams(n_classes=1, threads=2, chunk_size=1)
     on_threads = sum_chunks(chunk_value, data, params, [], Dispatch(), "test")
     with _cluster(distributed) as client:
-        on_cluster = sum_chunks(chunk_value, data, params, [], Dispatch(client), "test")
+        on_cluster = sum_chunks(chunk_value, data, params, [], Dispatch(DistributedExecutor(client)), "test")
     assert on_threads == on_cluster == pairwise_sum(list(values), operator.add)
     assert on_threads != sum(values.tolist())
 

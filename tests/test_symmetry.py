@@ -12,8 +12,8 @@ from napari_mltomo.core.params import MLParams
 from napari_mltomo.core.refine import StartModel, SubtomogramSet, run_refine
 from napari_mltomo.core.sampling import orientation_grid, random_orientations, sphere_directions
 from napari_mltomo.core.symmetry import (
-    _dirichlet_unit,
     asymmetric_unit,
+    dirichlet_unit,
     orientation_copies,
     symmetrise,
     symmetry_matrices,
@@ -180,10 +180,10 @@ def test_dirichlet_unit_keeps_one_of_two_boundary_copies() -> None:
         [direction(100.0, 20.0), direction(-45.0, 30.0), direction(10.0, -20.0), [0.0, 0.0, 1.0]]
         + [direction(longitude, 30.0) for longitude in (45.0, 135.0, 225.0)]
     )
-    np.testing.assert_array_equal(_dirichlet_unit(directions, group, np.array([1.0, 0.0, 0.0])), [1, 2, 3])
+    np.testing.assert_array_equal(dirichlet_unit(directions, group, np.array([1.0, 0.0, 0.0])), [1, 2, 3])
     # Listed the other way round, the copy at +45 degrees is the one kept.
     np.testing.assert_array_equal(
-        _dirichlet_unit(directions[::-1], group, np.array([1.0, 0.0, 0.0])), [2, 3, 4]
+        dirichlet_unit(directions[::-1], group, np.array([1.0, 0.0, 0.0])), [2, 3, 4]
     )
 
 

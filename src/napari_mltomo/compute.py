@@ -1,23 +1,33 @@
 """Where a refinement runs, and the run itself as the command line and the widget both drive it.
 
 The E-step chunks run on local threads, on a local dask cluster tuned for them, or on a running
-dask.distributed scheduler. :func:`refine_run` is the one generator that refines checked inputs and
-writes every iteration's files.
+dask.distributed scheduler (:class:`DistributedExecutor`, the engine's ``ChunkExecutor`` for a cluster).
+:func:`refine_run` is the one generator that refines checked inputs and writes every iteration's files.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import dask
 
+from napari_mltomo.core.chunks import ChunkExecutor, pairwise_sum, report_as_finished
 from napari_mltomo.core.refine import ChunkProgress, MLState, iter_refine
 from napari_mltomo.io.inputs import RunInputs, refuse_non_finite
 from napari_mltomo.io.run import RunWriter
 
-__all__ = ["CHECK_STAGE", "WORKER_ENVIRONMENT", "dask_client", "local_cluster", "refine_run"]
+__all__ = [
+    "CHECK_STAGE",
+    "WORKER_ENVIRONMENT",
+    "DistributedExecutor",
+    "cluster_executor",
+    "dask_client",
+    "local_cluster",
+    "refine_run",
+]
 
 #: The stage of the one progress event sent when every particle has been read and found finite.
 CHECK_STAGE = "particles checked"
@@ -52,6 +62,66 @@ def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
         return
     with local_cluster(workers) as cluster, Client(cluster) as client:
         yield client
+
+
+@dataclass(frozen=True)
+class DistributedExecutor:
+    """Chunk tasks on a dask.distributed cluster (``client``): the shared items scattered to every worker
+    once, each chunk reported as it finishes, and a cancelled pass cancels every task not yet done."""
+
+    client: Any
+
+    def parallelism(self) -> int:
+        """The cluster's threads."""
+        return sum(self.client.nthreads().values())
+
+    def share(self, item: Any) -> Any:
+        """A future of ``item`` on every worker (the cluster drops it once no one holds the future)."""
+        return self.client.scatter(item, broadcast=True, hash=False)
+
+    def gather(
+        self, tasks: list[Any], stage: str, on_chunk: Callable[[ChunkProgress], None] | None
+    ) -> list[Any]:
+        """The tasks' results, in order."""
+        from distributed import as_completed
+
+        futures = self.client.compute(tasks)
+        try:
+            report_as_finished(as_completed(futures), len(futures), stage, on_chunk)
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+        return self.client.gather(futures)
+
+    def total(
+        self,
+        tasks: list[Any],
+        add: Callable[[Any, Any], Any],
+        stage: str,
+        on_chunk: Callable[[ChunkProgress], None] | None,
+    ) -> Any:
+        """The :func:`pairwise_sum` of the tasks. The tree goes to the scheduler as one graph, whose order
+        adds each pair as soon as both are done; the client holds no chunk result, so the cluster drops
+        each once it has been added."""
+        from distributed import as_completed
+
+        total, *leaves = self.client.compute(
+            [pairwise_sum(tasks, dask.delayed(add)), *tasks], optimize_graph=False
+        )
+        pending = as_completed(leaves)
+        del leaves  # each chunk's future is dropped as it is reported
+        try:
+            report_as_finished(pending, len(tasks), stage, on_chunk)
+        except BaseException:
+            self.client.cancel([total, *pending.futures])  # and with them every chunk not yet started
+            pending.clear()
+            raise
+        return total.result()
+
+
+def cluster_executor(client: Any) -> ChunkExecutor | None:
+    """The executor of ``client`` (from :func:`dask_client`), or None for local threads."""
+    return None if client is None else DistributedExecutor(client)
 
 
 def refine_run(
@@ -89,10 +159,11 @@ def refine_run(
     )
     state = None
     with dask_client(inputs.scheduler, inputs.workers) as client:
-        refuse_non_finite(data, inputs.images["image"], inputs.params, client)
+        executor = cluster_executor(client)
+        refuse_non_finite(data, inputs.images["image"], inputs.params, executor)
         if on_chunk is not None:
             on_chunk(ChunkProgress(CHECK_STAGE, 1, 1))
-        states = iter_refine(data, inputs.params, start, client=client, on_chunk=on_chunk)
+        states = iter_refine(data, inputs.params, start, executor=executor, on_chunk=on_chunk)
         for number, state in enumerate(states):
             restored = number == 0 and inputs.restart is not None  # its files are already there
             if not state.startup_step and not restored:

@@ -1,12 +1,13 @@
-"""Where the E-step's chunks of particles run: dask tasks on local threads or on a dask.distributed cluster,
-reported as each finishes, and summed as a fixed pairwise tree so that every executor gives the same bits."""
+"""How the E-step's chunks of particles run: one dask task per chunk, handed to a :class:`ChunkExecutor`
+(local threads by default; ``napari_mltomo.compute`` has one for a dask.distributed cluster), reported as
+each finishes, and summed as a fixed pairwise tree so that every executor gives the same bits."""
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import dask
 import dask.array as da
@@ -19,12 +20,15 @@ from .state import SubtomogramSet
 
 __all__ = [
     "MAX_AUTO_CHUNK",
+    "ChunkExecutor",
     "ChunkProgress",
     "Dispatch",
+    "ThreadExecutor",
     "chunk_size",
     "finite_particles",
     "map_chunks",
     "pairwise_sum",
+    "report_as_finished",
     "sum_chunks",
 ]
 
@@ -39,18 +43,76 @@ class ChunkProgress:
     total: int
 
 
+Report = Callable[[ChunkProgress], None] | None
+
+
+class ChunkExecutor(Protocol):
+    """Runs the delayed tasks of one pass over the particles and reports each finished one."""
+
+    def parallelism(self) -> int:
+        """How many tasks run at once."""
+        ...
+
+    def share(self, item: Any) -> Any:
+        """``item`` as every task will take it (sent once to where the tasks run)."""
+        ...
+
+    def gather(self, tasks: list[Any], stage: str, on_chunk: Report) -> list[Any]:
+        """The tasks' results, in order."""
+        ...
+
+    def total(self, tasks: list[Any], add: Callable[[Any, Any], Any], stage: str, on_chunk: Report) -> Any:
+        """The tasks' results added as :func:`pairwise_sum` adds them."""
+        ...
+
+
+@dataclass(frozen=True)
+class ThreadExecutor:
+    """The default :class:`ChunkExecutor`: dask's threaded scheduler in this process."""
+
+    threads: int
+
+    def parallelism(self) -> int:
+        """The threads."""
+        return self.threads
+
+    def share(self, item: Any) -> Any:
+        """``item`` itself: threads share memory."""
+        return item
+
+    def gather(self, tasks: list[Any], stage: str, on_chunk: Report) -> list[Any]:
+        """The tasks' results, in order."""
+        with _ChunkCounter({task.key for task in tasks}, stage, on_chunk):
+            return list(dask.compute(*tasks, scheduler="threads", num_workers=self.threads))
+
+    def total(self, tasks: list[Any], add: Callable[[Any, Any], Any], stage: str, on_chunk: Report) -> Any:
+        """The :func:`pairwise_sum` of the tasks, each pair added as soon as both are done."""
+        with _ChunkCounter({task.key for task in tasks}, stage, on_chunk):
+            (total,) = dask.compute(
+                pairwise_sum(tasks, dask.delayed(add)), scheduler="threads", num_workers=self.threads
+            )
+        return total
+
+
 @dataclass(frozen=True)
 class Dispatch:
-    """Where chunk tasks run (a dask.distributed client, or local threads) and whom to tell."""
+    """Where chunk tasks run (local threads, ``params.threads`` of them, if ``executor`` is None) and whom
+    to tell as each finishes."""
 
-    client: Any = None
-    on_chunk: Callable[[ChunkProgress], None] | None = None
+    executor: ChunkExecutor | None = None
+    on_chunk: Report = None
+
+    def executor_for(self, params: MLParams) -> ChunkExecutor:
+        """The executor, or threads as ``params`` asks."""
+        return ThreadExecutor(params.threads) if self.executor is None else self.executor
 
 
-def finite_particles(data: SubtomogramSet, params: MLParams, client: Any = None) -> NDArray[np.bool_]:
+def finite_particles(
+    data: SubtomogramSet, params: MLParams, executor: ChunkExecutor | None = None
+) -> NDArray[np.bool_]:
     """Whether each particle is finite (no NaN or Inf voxel): every particle read once, a chunk per task
-    on threads or on ``client``, ``(n,)``."""
-    parts = map_chunks(_finite_rows, data, params, [], Dispatch(client), "particles checked")
+    on ``executor`` (threads by default), ``(n,)``."""
+    parts = map_chunks(_finite_rows, data, params, [], Dispatch(executor), "particles checked")
     return np.concatenate(parts) if parts else np.ones(0, dtype=bool)
 
 
@@ -65,11 +127,11 @@ MAX_AUTO_CHUNK = 64
 
 
 def chunk_size(n: int, params: MLParams, dispatch: Dispatch) -> int:
-    """``--chunk``, or by default the particles spread evenly over the threads (or the cluster's
-    threads), at most ``MAX_AUTO_CHUNK`` per task."""
+    """``--chunk``, or by default the particles spread evenly over the executor's parallel tasks, at most
+    ``MAX_AUTO_CHUNK`` per task."""
     if params.chunk_size is not None:
         return params.chunk_size
-    parallel = params.threads if dispatch.client is None else sum(dispatch.client.nthreads().values())
+    parallel = dispatch.executor_for(params).parallelism()
     return max(1, min(MAX_AUTO_CHUNK, -(-n // max(1, parallel))))
 
 
@@ -93,13 +155,10 @@ def _chunk_tasks(
     ]
 
 
-def _shared(data: SubtomogramSet, shared: Sequence[Any], dispatch: Dispatch) -> list[Any]:
-    """The particles and ``shared``, as the chunk tasks take them: on a cluster, scattered to every worker
-    once (the caller holds the result until the tasks are done, or the cluster drops them)."""
-    items = [_Particles(data.volumes), *shared]
-    if dispatch.client is None:
-        return items
-    return [dispatch.client.scatter(item, broadcast=True, hash=False) for item in items]
+def _shared(data: SubtomogramSet, shared: Sequence[Any], executor: ChunkExecutor) -> list[Any]:
+    """The particles and ``shared``, as the chunk tasks take them (:meth:`ChunkExecutor.share`; the caller
+    holds the result until the tasks are done)."""
+    return [executor.share(item) for item in (_Particles(data.volumes), *shared)]
 
 
 class _Particles:
@@ -134,12 +193,10 @@ def map_chunks(
 ) -> list[Any]:
     """Apply ``function(volumes, indices, *shared)`` to every chunk of particles with dask, reporting
     each finished chunk of ``stage`` to ``dispatch.on_chunk``."""
-    shared = _shared(data, shared, dispatch)
+    executor = dispatch.executor_for(params)
+    shared = _shared(data, shared, executor)
     tasks = _chunk_tasks(function, data, params, shared, dispatch, None)
-    if dispatch.client is not None:
-        return _gather_reporting(dispatch.client, tasks, stage, dispatch.on_chunk)
-    with _ChunkCounter({task.key for task in tasks}, stage, dispatch.on_chunk):
-        return list(dask.compute(*tasks, scheduler="threads", num_workers=params.threads))
+    return executor.gather(tasks, stage, dispatch.on_chunk)
 
 
 def sum_chunks(
@@ -156,15 +213,10 @@ def sum_chunks(
     """:func:`map_chunks`, summed with ``add`` as the chunks finish, so that only a few chunks'
     results are held at once. The sum is a fixed pairwise tree over the chunks, so threads and a
     cluster give the same result to the last bit."""
-    shared = _shared(data, shared, dispatch)
+    executor = dispatch.executor_for(params)
+    shared = _shared(data, shared, executor)
     tasks = _chunk_tasks(function, data, params, shared, dispatch, order)
-    if dispatch.client is not None:
-        return _sum_reporting(dispatch.client, tasks, add, stage, dispatch.on_chunk)
-    with _ChunkCounter({task.key for task in tasks}, stage, dispatch.on_chunk):
-        (total,) = dask.compute(
-            pairwise_sum(tasks, dask.delayed(add)), scheduler="threads", num_workers=params.threads
-        )
-    return total
+    return executor.total(tasks, add, stage, dispatch.on_chunk)
 
 
 def pairwise_sum(items: list[Any], add: Callable[[Any, Any], Any]) -> Any:
@@ -187,46 +239,7 @@ class _ChunkCounter(Callback):
             self.on_chunk(ChunkProgress(self.stage, self.done, len(self.keys)))
 
 
-def _gather_reporting(
-    client: Any, tasks: list[Any], stage: str, on_chunk: Callable[[ChunkProgress], None] | None
-) -> list[Any]:
-    """Compute ``tasks`` on a dask.distributed cluster, reporting each as it finishes."""
-    from distributed import as_completed
-
-    futures = client.compute(tasks)
-    try:
-        _report_as_finished(as_completed(futures), len(futures), stage, on_chunk)
-    except BaseException:
-        client.cancel(futures)
-        raise
-    return client.gather(futures)
-
-
-def _sum_reporting(
-    client: Any,
-    tasks: list[Any],
-    add: Callable[[Any, Any], Any],
-    stage: str,
-    on_chunk: Callable[[ChunkProgress], None] | None,
-) -> Any:
-    """The :func:`pairwise_sum` sum of ``tasks`` on a dask.distributed cluster, reporting each task as it
-    finishes. The tree goes to the scheduler as one graph, whose order adds each pair as soon as both
-    are done; the client holds no chunk result, so the cluster drops each once it has been added."""
-    from distributed import as_completed
-
-    total, *leaves = client.compute([pairwise_sum(tasks, dask.delayed(add)), *tasks], optimize_graph=False)
-    pending = as_completed(leaves)
-    del leaves  # each chunk's future is dropped as it is reported
-    try:
-        _report_as_finished(pending, len(tasks), stage, on_chunk)
-    except BaseException:
-        client.cancel([total, *pending.futures])  # and with them every chunk not yet started
-        pending.clear()
-        raise
-    return total.result()
-
-
-def _report_as_finished(
+def report_as_finished(
     finished: Iterator[Any], total: int, stage: str, on_chunk: Callable[[ChunkProgress], None] | None
 ) -> None:
     """Call ``on_chunk`` as each of the ``total`` items of ``finished`` arrives."""

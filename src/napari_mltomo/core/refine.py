@@ -9,11 +9,10 @@ one dask task per chunk of particles whose statistics are added up.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 
-from .chunks import ChunkProgress, Dispatch, finite_particles
+from .chunks import ChunkExecutor, ChunkProgress, Dispatch, finite_particles
 from .iteration import iterate
 from .params import MLParams, ParameterError
 from .setup import check_start, internal_size, make_setup
@@ -40,7 +39,7 @@ def iter_refine(
     params: MLParams,
     start: StartModel | None = None,
     *,
-    client: Any = None,
+    executor: ChunkExecutor | None = None,
     on_chunk: Callable[[ChunkProgress], None] | None = None,
 ) -> Iterator[MLState]:
     """Run the ML refinement, yielding the starting model and then one state per iteration.
@@ -53,8 +52,9 @@ def iter_refine(
         References (and parameters) to start from, ``params.n_classes`` of them at the internal box
         (:func:`check_start`); random references from ``params.n_classes`` subsets if omitted.
         ``start.iteration`` is the last iteration already done (restart).
-    client : dask.distributed.Client, optional
-        Run the E-step tasks on this cluster instead of local threads.
+    executor : ChunkExecutor, optional
+        Runs the chunk tasks (``params.threads`` local threads if omitted; ``napari_mltomo.compute``
+        has one for a dask.distributed cluster).
     on_chunk : callable, optional
         Called with a :class:`ChunkProgress` each time a chunk of particles is done. An exception it
         raises cancels the run between chunks: no chunk starts after it (those already running finish
@@ -71,7 +71,7 @@ def iter_refine(
     ParameterError
         If ``start`` does not fit the run (:func:`check_start`).
     """
-    dispatch = Dispatch(client, on_chunk)
+    dispatch = Dispatch(executor, on_chunk)
     setup = make_setup(data, params)
     _check_metadata_poses(data, params)
     searching = params.escape > 0 and params.global_search and not (params.keep_angles or params.max_cc)
@@ -117,11 +117,11 @@ def run_refine(
     start: StartModel | None = None,
     *,
     callback: Callable[[MLState], None] | None = None,
-    client: Any = None,
+    executor: ChunkExecutor | None = None,
 ) -> MLState:
     """Blocking wrapper of :func:`iter_refine`; returns the last state."""
     state = None
-    for state in iter_refine(data, params, start, client=client):
+    for state in iter_refine(data, params, start, executor=executor):
         if callback is not None:
             callback(state)
     assert state is not None

@@ -31,6 +31,7 @@ from .geometry import rotate_volumes
 __all__ = [
     "SUPPORTED_GROUPS",
     "asymmetric_unit",
+    "dirichlet_unit",
     "orientation_copies",
     "symmetrise",
     "symmetry_matrices",
@@ -118,7 +119,7 @@ def asymmetric_unit(directions: ArrayLike, group: ArrayLike) -> NDArray[np.intp]
     if len(rotations) == 1:
         return np.arange(len(v), dtype=np.intp)
     expected = len(v) / len(rotations)
-    units = (_dirichlet_unit(v, rotations, p0) for p0 in _generic_points(rotations))
+    units = (dirichlet_unit(v, rotations, p0) for p0 in _generic_points(rotations))
     return min(units, key=lambda unit: abs(len(unit) - expected))
 
 
@@ -232,7 +233,7 @@ def _generic_points(rotations: NDArray[np.float64]) -> NDArray[np.float64]:
     return points[clearance > _AXIS_CLEARANCE]
 
 
-def _dirichlet_unit(
+def dirichlet_unit(
     v: NDArray[np.float64], rotations: NDArray[np.float64], p0: NDArray[np.float64]
 ) -> NDArray[np.intp]:
     """Ascending indices of the directions in the Dirichlet domain of ``p0``, each orbit once."""

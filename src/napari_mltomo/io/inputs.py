@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from napari_mltomo.core.chunks import ChunkExecutor
 from napari_mltomo.core.missing import MissingRegion
 from napari_mltomo.core.params import (
     MLParams,
@@ -212,11 +213,11 @@ def error_text(err: BaseException) -> str:
 
 
 def refuse_non_finite(
-    data: SubtomogramSet, names: Sequence[str], params: MLParams, client: Any = None
+    data: SubtomogramSet, names: Sequence[str], params: MLParams, executor: ChunkExecutor | None = None
 ) -> None:
-    """Read every particle once, a chunk per task as the refinement does (on ``client`` if given); a
+    """Read every particle once, a chunk per task as the refinement does (on ``executor`` if given); a
     particle with NaN or Inf voxels raises :class:`VolumeError` naming it, before anything is written."""
-    finite = finite_particles(data, params, client)
+    finite = finite_particles(data, params, executor)
     if not np.all(finite):
         bad = np.flatnonzero(~finite)
         others = len(bad) - 1
