@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from napari_mltomo.io.metadata import MetaData
+from napari_mltomo.io import MetaData
 
 if TYPE_CHECKING:
     import napari

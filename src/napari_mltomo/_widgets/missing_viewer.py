@@ -30,7 +30,7 @@ from napari_mltomo._layers import MASK_NAME, ROTATED_MASK_NAME, mask_layer, remo
 from napari_mltomo._widgets.browser import report_errors
 from napari_mltomo.core.missing import REGION_KINDS, MissingRegion
 from napari_mltomo.core.views import missing_fraction, region_mask_volume, rotated_region_mask
-from napari_mltomo.io.metadata import ANGLE_LABELS
+from napari_mltomo.io import ANGLE_LABELS
 from napari_mltomo.io.results import open_run
 
 if TYPE_CHECKING:

@@ -45,8 +45,8 @@ from napari_mltomo.cli import PROG
 from napari_mltomo.compute import refine_run
 from napari_mltomo.core.params import GROUPS, OPTIONS, Option, ParameterError, options_to_argv
 from napari_mltomo.core.refine import ChunkProgress, MLState
+from napari_mltomo.io import read_missing_regions, write_missing_regions
 from napari_mltomo.io.inputs import RunInputs, error_text, read_inputs
-from napari_mltomo.io.metadata import read_missing_regions, write_missing_regions
 
 if TYPE_CHECKING:
     import napari
