@@ -9,6 +9,7 @@ import scipy.fft as sfft
 from scipy.spatial.transform import Rotation
 
 from napari_mltomo.core.escape import near_symmetry, rotation_angle_deg
+from napari_mltomo.core.fourier import frequency_radius
 from napari_mltomo.core.geometry import euler_to_matrix, matrix_to_euler
 from napari_mltomo.core.params import MLParams
 from napari_mltomo.core.refine import StartModel, SubtomogramSet, iter_refine
@@ -93,8 +94,7 @@ def _fine_correlation(first: np.ndarray, second: np.ndarray) -> float:
     """Correlation of two volumes between a tenth of the box and a quarter of it, where the data hold the
     protein's asymmetry."""
     size = first.shape[-1]
-    kz, ky, kx = np.meshgrid(*(np.fft.fftfreq(size),) * 2, np.fft.rfftfreq(size), indexing="ij")
-    radius = np.sqrt(kx**2 + ky**2 + kz**2)
-    band = (radius >= 0.1) & (radius < 0.25)
+    radius = frequency_radius(size)
+    band = (radius >= 0.1 * size) & (radius < 0.25 * size)
     a, b = sfft.rfftn(first)[band], sfft.rfftn(second)[band]
     return float(np.real(np.vdot(a, b)) / np.sqrt(np.vdot(a, a).real * np.vdot(b, b).real))
