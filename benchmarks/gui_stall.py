@@ -19,7 +19,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
 from napari_mltomo import demo
-from napari_mltomo.cli import option_values
+from napari_mltomo.options import option_values
 
 PERIOD_MS = 10
 

@@ -11,12 +11,12 @@ import mrcfile
 import numpy as np
 import pytest
 
-import napari_mltomo.compute as compute
 import napari_mltomo.demo as demo
 import napari_mltomo.io.volumes as volumes_module
+import napari_mltomo.runner as runner
 from napari_mltomo.cli import main, parse_command
-from napari_mltomo.core.params import OPTIONS
 from napari_mltomo.core.synthetic import make_dataset
+from napari_mltomo.inputs import RunInputs
 from napari_mltomo.io import (
     MetaData,
     read_star,
@@ -25,8 +25,8 @@ from napari_mltomo.io import (
     write_star,
     write_volume,
 )
-from napari_mltomo.io.inputs import RunInputs
 from napari_mltomo.io.run import RunWriter
+from napari_mltomo.options import OPTIONS
 
 #: Every option of the seed document and ARCHITECTURE.md section 3, plus ours.
 SEED_OPTIONS = (
@@ -631,7 +631,7 @@ def test_keyboard_interrupt(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(compute, "iter_refine", interrupted)
+    monkeypatch.setattr(runner, "iter_refine", interrupted)
     assert main([*_inputs(tiny), "--oroot", str(tmp_path / "run"), *RUN_ARGS]) == 130
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "interrupted" in err and "Traceback" not in err

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from napari_mltomo.cli import _build_parser
-from napari_mltomo.core.params import (
+from napari_mltomo.core.params import MLParams
+from napari_mltomo.options import (
     OPTIONS,
-    MLParams,
+    build_parser,
     default_values,
     options_to_argv,
     params_from_options,
@@ -17,7 +17,7 @@ from napari_mltomo.core.params import (
 
 
 def test_parser_defaults_are_the_table_defaults() -> None:
-    parser, long_options = _build_parser()
+    parser, long_options = build_parser()
     parsed = vars(parser.parse_args([]))
     assert parsed == default_values()
     assert long_options == {flag for option in OPTIONS for flag in option.flags if flag.startswith("--")}
@@ -47,6 +47,6 @@ def test_every_help_line_gives_the_default() -> None:
     ],
 )
 def test_argv_round_trip(values: dict[str, object]) -> None:
-    parser, _ = _build_parser()
+    parser, _ = build_parser()
     parsed = vars(parser.parse_args(options_to_argv(values)))
     assert parsed == {**default_values(), **values}

@@ -42,7 +42,7 @@ def _imported_gui_modules(*modules: str) -> list[str]:
         ("napari_mltomo.demo", "napari_mltomo.compute"),
         ("napari_mltomo._reader", "napari_mltomo._writer", "napari_mltomo._sample_data"),
         ("napari_mltomo.cli",),
-        ("napari_mltomo.io.inputs", "napari_mltomo.io.results", "napari_mltomo.core.views"),
+        ("napari_mltomo.inputs", "napari_mltomo.io.results", "napari_mltomo.core.views"),
     ],
     ids=lambda modules: "+".join(modules),
 )

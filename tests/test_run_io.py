@@ -24,12 +24,7 @@ from napari_mltomo.io import (
     read_volume,
     write_star,
 )
-from napari_mltomo.io.run import (
-    RunWriter,
-    iteration_root,
-    read_command_line,
-    read_restart,
-)
+from napari_mltomo.io.run import RunPaths, RunWriter, read_command_line, read_restart
 
 BOX = 16
 PIXEL_A = 2.5
@@ -65,8 +60,20 @@ def _write(folder: Path, state: MLState) -> list[Path]:
     return _writer(folder / "run").write_iteration(state)
 
 
-def test_iteration_root() -> None:
-    assert iteration_root(Path("out/run"), 12) == os.path.join("out", "run_it000012")
+def test_run_paths_name_every_file_and_find_the_root() -> None:
+    paths = RunPaths(Path("out/run"))
+    named = {
+        paths.particles(12): "run_it000012.doc", paths.particles(): "run_img.xmd",
+        paths.classes(12): "run_it000012_ref.xmd", paths.classes(): "run_ref.xmd",
+        paths.reference(3, 12): "run_it000012_ref000003.mrc", paths.reference(3): "run_ref000003.mrc",
+        paths.unregularised(3, 12): "run_it000012_oriref000003.mrc",
+        paths.coverage(3, 12): "run_it000012_wedge000003.mrc",
+        paths.fsc(12): "run_it000012.fsc", paths.fsc(): "run.fsc", paths.log(12): "run_it000012_log.xmd",
+    }  # fmt: skip
+    for path, name in named.items():
+        assert path == Path("out", name)
+        assert RunPaths.of(path).root == Path("out/run").absolute()
+    assert RunPaths.of("out/run").root == Path("out/run").absolute()
 
 
 def test_starting_model_writes_references_only(tmp_path: Path, run_states: list[MLState]) -> None:

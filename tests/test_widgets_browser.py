@@ -12,6 +12,7 @@ from conftest import TINY_BOX, TINY_CLASSES, TINY_OPTIONS, TINY_PARTICLES
 from napari_mltomo._layers import ALIGNED_NAME, MASK_NAME, ROTATED_MASK_NAME
 from napari_mltomo.cli import main
 from napari_mltomo.core.views import missing_fraction
+from napari_mltomo.inputs import run_missing_regions
 from napari_mltomo.io import read_volume
 from napari_mltomo.io.results import open_run
 
@@ -39,7 +40,7 @@ def test_open_run_lists_iterations_and_reads_them(tiny_run: Path) -> None:
     assert last.references.shape == (N_CLASSES, BOX, BOX, BOX) and last.pixel_size_A == pytest.approx(4.0)
     assert last.coverage is not None and last.coverage.shape == last.references.shape
     assert len(last.particles) == N_PARTICLES and sorted(last.fsc) == [1, 2]
-    assert run.missing_regions()[0].kind == "wedge_y"
+    assert run_missing_regions(run)[0].kind == "wedge_y"
 
 
 def test_a_bad_root_gives_one_error_naming_it(tmp_path: Path) -> None:

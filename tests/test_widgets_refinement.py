@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -12,9 +13,10 @@ import napari_mltomo._widgets.refinement as refinement
 from conftest import TINY_CLASSES, TINY_OPTIONS
 from napari_mltomo._layers import class_name
 from napari_mltomo._widgets.refinement import RefinementWidget, option_fields
-from napari_mltomo.cli import _build_parser, main, option_values
-from napari_mltomo.core.params import OPTIONS, default_values
+from napari_mltomo.cli import main
 from napari_mltomo.io import read_star, read_star_blocks, read_volume
+from napari_mltomo.io.run import RunWriter
+from napari_mltomo.options import OPTIONS, build_parser, default_values, option_values
 
 pytestmark = pytest.mark.gui
 
@@ -68,7 +70,7 @@ def test_every_widget_opens_from_the_plugin_menu(make_napari_viewer, name: str) 
 
 def test_the_widget_and_the_command_have_the_same_options_and_defaults(make_napari_viewer) -> None:
     widget = _widget(make_napari_viewer())
-    cli_defaults = vars(_build_parser()[0].parse_args([]))
+    cli_defaults = vars(build_parser()[0].parse_args([]))
     shown = {option.name for option in OPTIONS if option.widget}
     assert set(option_fields()) == shown == set(cli_defaults) - {"quiet"}
     assert widget.values() == {name: default_values()[name] for name in shown}
@@ -101,15 +103,23 @@ def test_cancel_leaves_a_run_that_restarts_to_the_same_result(
     widget = _widget(make_napari_viewer())
     values = {**_options(tiny_data, tmp_path / "cancelled" / "r"), "iter": 3, "chunk": 4}
     widget.set_values(values)
-    relay = widget._chunk_done
+    write_iteration = RunWriter.write_iteration
+    written, clicked = threading.Event(), threading.Event()
 
-    def cancel_in_iteration_2(event) -> None:
-        if event.stage == "iteration 2" and event.done == 1:
-            widget.cancel()
-        relay(event)
+    def wait_after_iteration_1(writer: RunWriter, state) -> list[Path]:
+        files = write_iteration(writer, state)
+        if state.iteration == 1:
+            written.set()
+            clicked.wait(60)  # the user clicks Cancel while iteration 1 is shown
+        return files
 
-    monkeypatch.setattr(widget, "_chunk_done", cancel_in_iteration_2)
-    _run_to_end(qtbot, widget)
+    monkeypatch.setattr(RunWriter, "write_iteration", wait_after_iteration_1)
+    assert widget.start() is not None
+    qtbot.waitUntil(written.is_set, timeout=120_000)
+    widget.cancel()
+    clicked.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    qtbot.waitUntil(lambda: not widget._paced.busy)
     assert [state.iteration for state in widget.history] == [1]
     cancelled = tmp_path / "cancelled" / "r"
     assert widget.status.text().startswith("cancelled after iteration 1")

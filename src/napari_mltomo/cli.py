@@ -9,118 +9,26 @@ as the original's examples use them. A bad file, value or combination of options
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
 
 from napari_mltomo import demo
-from napari_mltomo.compute import refine_run
-from napari_mltomo.core.params import GROUPS, OPTIONS, ParameterError
+from napari_mltomo.core.params import ParameterError
 from napari_mltomo.core.refine import ChunkProgress, MLState
+from napari_mltomo.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io import MetadataError, VolumeError, read_images
-from napari_mltomo.io.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io.run import read_command_line
+from napari_mltomo.options import PROG, CommandParser, HelpExit, UsageError, parse_argv, stored_argv
+from napari_mltomo.runner import refine_events
 
-__all__ = [
-    "UsageError",
-    "main",
-    "normalise_argv",
-    "option_values",
-    "parse_command",
-    "run",
-    "run_demo",
-]
+__all__ = ["main", "parse_command", "run", "run_demo"]
 
-PROG = "ml_tomo"
 #: Characters of the progress bar shown on a terminal.
 _BAR_WIDTH = 30
-
-
-class UsageError(ValueError):
-    """The command line itself is wrong (an unknown option, a missing or malformed value)."""
-
-
-class _Exit(Exception):
-    """argparse finished on its own (``--help``); carries the exit status."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that raises instead of printing a usage block and exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
-        if message:
-            sys.stderr.write(message)
-        raise _Exit(status)
-
-
-# --------------------------------------------------------------------------- the parser
-
-
-def _build_parser() -> tuple[_Parser, frozenset[str]]:
-    """The argument parser generated from the option table, and its long option names (``--name``)."""
-    parser = _Parser(
-        prog=PROG,
-        description=(
-            "Align and classify subtomograms with missing Fourier regions by maximum likelihood "
-            "(Scheres et al. 2009, Structure 17:1563)."
-        ),
-        epilog=f"'{PROG} demo [DIR]' writes a synthetic data set to DIR and runs a 3-class refinement on it.",
-        allow_abbrev=False,
-    )
-    sections = {title: parser.add_argument_group(title) for title in GROUPS}
-    for option in OPTIONS:
-        section = sections[option.group]
-        if option.kind is bool:
-            section.add_argument(*option.flags, dest=option.name, action="store_true", help=option.help_text)
-        else:
-            section.add_argument(
-                *option.flags,
-                dest=option.name,
-                type=option.kind,
-                default=option.default,
-                metavar=option.metavar,
-                help=option.help_text.replace("%", "%%"),
-            )
-    long_options = frozenset(flag for option in OPTIONS for flag in option.flags if flag.startswith("--"))
-    return parser, long_options
-
-
-def normalise_argv(argv: Sequence[str], long_options: frozenset[str]) -> list[str]:
-    """Turn single-dash long options (``-missing``, ``-iter=5``) into ``--missing``, ``--iter=5``.
-
-    Only names that are long options of the parser are changed, so values such as ``-1`` and the
-    short options ``-i``/``-o``/``-h`` pass through.
-    """
-    normalised = []
-    for arg in argv:
-        name = arg.partition("=")[0]
-        if arg.startswith("-") and not arg.startswith("--") and "-" + name in long_options:
-            arg = "-" + arg
-        normalised.append(arg)
-    return normalised
-
-
-def _parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser, long_options = _build_parser()
-    normalised = normalise_argv(argv, long_options)
-    return parser.parse_args(normalised), normalised
-
-
-def option_values(argv: Sequence[str]) -> dict[str, Any]:
-    """The option values (names as in the option table) of ``ml_tomo`` arguments, for the widget."""
-    return vars(_parse_args(argv)[0])
 
 
 # --------------------------------------------------------------------------- argv -> RunInputs
@@ -148,10 +56,10 @@ def parse_command(argv: Sequence[str]) -> RunInputs:
     MetadataError, VolumeError, FileNotFoundError
         For a missing or malformed file; the message names it.
     """
-    args, normalised = _parse_args(argv)
+    args, normalised = parse_argv(argv)
     if args.input is None and args.restart is not None:
         normalised = _logged_argv(Path(args.restart)) + normalised
-        args, normalised = _parse_args(normalised)
+        args, normalised = parse_argv(normalised)
     return read_inputs(vars(args), shlex.join([PROG, *normalised]))
 
 
@@ -159,8 +67,7 @@ def _logged_argv(log: Path) -> list[str]:
     """The arguments of the run that wrote `log`, without its own ``--restart``."""
     if not log.is_file():
         raise FileNotFoundError(2, "--restart: no such file", str(log))
-    words = shlex.split(read_command_line(log))
-    arguments = words[1:] if words[:1] == [PROG] else words
+    arguments = stored_argv(read_command_line(log))
     kept: list[str] = []
     skip = False
     for word in arguments:
@@ -278,11 +185,16 @@ def run(inputs: RunInputs) -> MLState:
         The last state.
     """
     progress = _Progress(inputs)
-    state = None
+    state, reported = None, inputs.restart is None  # the restored model was reported by its own run
     try:
-        for number, state in enumerate(refine_run(inputs, on_chunk=progress.chunk)):
-            if number or inputs.restart is None:  # the restored model was reported by its own run
-                progress.report(state)
+        for event in refine_events(inputs):
+            if isinstance(event, ChunkProgress):
+                progress.chunk(event)
+            elif isinstance(event, MLState):
+                state = event
+                if reported:
+                    progress.report(state)
+                reported = True
     finally:
         progress.clear()
     assert state is not None
@@ -314,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments[:1] == ["demo"]:
             return run_demo(arguments[1:])
         run(parse_command(arguments))
-    except _Exit as stop:
+    except HelpExit as stop:
         return stop.status
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; files already written are complete", file=sys.stderr)
@@ -341,7 +253,7 @@ def run_demo(argv: Sequence[str]) -> int:
     int
         The exit status of the refinement (0 if it ran; the scores are printed, not checked).
     """
-    parser = _Parser(prog=f"{PROG} demo", description="Refine a synthetic data set with known answers.")
+    parser = CommandParser(prog=f"{PROG} demo", description="Refine a synthetic data set with known answers.")
     parser.add_argument("dir", nargs="?", default="mltomo_demo", help="Output folder (default: %(default)s)")
     folder = Path(parser.parse_args(argv).dir)
     started = time.perf_counter()

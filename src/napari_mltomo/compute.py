@@ -1,9 +1,5 @@
-"""Where a refinement runs, and the run itself as the command line and the widget both drive it.
-
-The E-step chunks run on local threads, on a local dask cluster tuned for them, or on a running
-dask.distributed scheduler (:class:`DistributedExecutor`, the engine's ``ChunkExecutor`` for a cluster).
-:func:`refine_run` is the one generator that refines checked inputs and writes every iteration's files.
-"""
+"""Where a refinement's chunks run: local threads, a local dask cluster tuned for them, or a running
+dask.distributed scheduler (:class:`DistributedExecutor`, the engine's ``ChunkExecutor`` for a cluster)."""
 
 from __future__ import annotations
 
@@ -15,22 +11,15 @@ from typing import Any
 import dask
 
 from napari_mltomo.core.chunks import ChunkExecutor, pairwise_sum, report_as_finished
-from napari_mltomo.core.refine import ChunkProgress, MLState, iter_refine
-from napari_mltomo.io.inputs import RunInputs, refuse_non_finite
-from napari_mltomo.io.run import RunWriter
+from napari_mltomo.core.refine import ChunkProgress
 
 __all__ = [
-    "CHECK_STAGE",
     "WORKER_ENVIRONMENT",
     "DistributedExecutor",
     "cluster_executor",
     "dask_client",
     "local_cluster",
-    "refine_run",
 ]
-
-#: The stage of the one progress event sent when every particle has been read and found finite.
-CHECK_STAGE = "particles checked"
 
 #: Environment of local dask worker processes. dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536``,
 #: which turns off glibc's adaptive mmap threshold: every multi-megabyte array the E-step allocates
@@ -122,52 +111,3 @@ class DistributedExecutor:
 def cluster_executor(client: Any) -> ChunkExecutor | None:
     """The executor of ``client`` (from :func:`dask_client`), or None for local threads."""
     return None if client is None else DistributedExecutor(client)
-
-
-def refine_run(
-    inputs: RunInputs, on_chunk: Callable[[ChunkProgress], None] | None = None
-) -> Iterator[MLState]:
-    """Refine checked inputs, writing each iteration's files before yielding its state.
-
-    The particles are read once first: one with NaN or Inf voxels stops the run before anything is
-    written; then `on_chunk` receives ``ChunkProgress(CHECK_STAGE, 1, 1)``. Start-up states
-    (``startup_step`` > 0) write nothing; a restart does not rewrite the restored iteration. The final
-    files are written when the generator is exhausted.
-
-    Parameters
-    ----------
-    inputs : RunInputs
-        From :func:`napari_mltomo.io.inputs.read_inputs`.
-    on_chunk : callable, optional
-        Receives a :class:`ChunkProgress` as each chunk of particles finishes; raising from it cancels
-        the run between chunks (the files of finished iterations stay, so it can be restarted).
-
-    Yields
-    ------
-    MLState
-        The starting model, each start-up step, then each iteration.
-    """
-    data = inputs.subtomograms()
-    start = inputs.start_model()
-    writer = RunWriter(
-        inputs.oroot,
-        inputs.images,
-        bool(inputs.regions),
-        inputs.params.pixel_size_A,
-        inputs.box_size,
-        inputs.command_line,
-    )
-    state = None
-    with dask_client(inputs.scheduler, inputs.workers) as client:
-        executor = cluster_executor(client)
-        refuse_non_finite(data, inputs.images["image"], inputs.params, executor)
-        if on_chunk is not None:
-            on_chunk(ChunkProgress(CHECK_STAGE, 1, 1))
-        states = iter_refine(data, inputs.params, start, executor=executor, on_chunk=on_chunk)
-        for number, state in enumerate(states):
-            restored = number == 0 and inputs.restart is not None  # its files are already there
-            if not state.startup_step and not restored:
-                writer.write_iteration(state)
-            yield state
-    if state is not None:
-        writer.write_final(state)

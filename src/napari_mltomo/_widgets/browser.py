@@ -42,8 +42,8 @@ from napari_mltomo._layers import (
 )
 from napari_mltomo._widgets.plots import CurvePlot
 from napari_mltomo.core.views import align_to_reference, class_members
+from napari_mltomo.inputs import error_text
 from napari_mltomo.io import ANGLE_LABELS, SHIFT_LABELS, MetaData
-from napari_mltomo.io.inputs import error_text
 from napari_mltomo.io.results import IterationResults, RunResults, open_run, read_particles
 
 if TYPE_CHECKING:

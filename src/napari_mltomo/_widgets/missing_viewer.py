@@ -30,6 +30,7 @@ from napari_mltomo._layers import MASK_NAME, ROTATED_MASK_NAME, mask_layer, remo
 from napari_mltomo._widgets.browser import report_errors
 from napari_mltomo.core.missing import REGION_KINDS, MissingRegion
 from napari_mltomo.core.views import missing_fraction, region_mask_volume, rotated_region_mask
+from napari_mltomo.inputs import run_missing_regions
 from napari_mltomo.io import ANGLE_LABELS
 from napari_mltomo.io.results import open_run
 
@@ -205,7 +206,7 @@ class MissingRegionViewer(QWidget):
         self.rotate_check.blockSignals(True)
         self.rotate_check.setChecked(True)
         self.rotate_check.blockSignals(False)
-        regions = run.missing_regions()
+        regions = run_missing_regions(run)
         number = int(particles["missingRegionNumber"][row - 1]) if "missingRegionNumber" in particles else 1
         if regions and 1 <= number <= len(regions):
             self.set_region(regions[number - 1])

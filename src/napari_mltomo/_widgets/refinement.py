@@ -1,10 +1,10 @@
 """The Refinement widget: every ``ml_tomo`` option, a missing-region editor, Run and Cancel, live results.
 
-The option fields are generated from :data:`napari_mltomo.core.params.OPTIONS`, as the command line is,
+The option fields are generated from :data:`napari_mltomo.options.OPTIONS`, as the command line is,
 so both have the same options and defaults. A run reads its inputs with
-:func:`napari_mltomo.io.inputs.read_inputs` (the command's checks and messages) and refines with
-:func:`napari_mltomo.compute.refine_run` (the command's generator) in a ``thread_worker``; the widget
-only shows what it yields.
+:func:`napari_mltomo.inputs.read_inputs` (the command's checks and messages) and refines with
+:func:`napari_mltomo.runner.refine_events` (the command's stream of events) in a ``thread_worker``; the
+widget only shows what it yields.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QObject, QTimer
 from qtpy.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -41,12 +41,13 @@ from napari_mltomo._layers import reference_layers, show_layer
 from napari_mltomo._widgets.browser import report_errors
 from napari_mltomo._widgets.missing_viewer import MissingRegionViewer
 from napari_mltomo._widgets.plots import CurvePlot
-from napari_mltomo.cli import PROG
-from napari_mltomo.compute import refine_run
-from napari_mltomo.core.params import GROUPS, OPTIONS, Option, ParameterError, options_to_argv
+from napari_mltomo.core.params import ParameterError
 from napari_mltomo.core.refine import ChunkProgress, MLState
+from napari_mltomo.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io import read_missing_regions, write_missing_regions
-from napari_mltomo.io.inputs import RunInputs, error_text, read_inputs
+from napari_mltomo.io.run import RunPaths
+from napari_mltomo.options import GROUPS, OPTIONS, PROG, Option, option_values, options_to_argv
+from napari_mltomo.runner import RunEnd, RunEvent, refine_events
 
 if TYPE_CHECKING:
     import napari
@@ -56,14 +57,8 @@ __all__ = ["RefinementWidget", "option_fields"]
 _INT_RANGE = 2**31 - 1
 #: Milliseconds of free event loop between two display updates (each takes 10-170 ms of the GUI thread).
 _PACE_MS = 40
-#: Longest wait of a run for its class layers to be made (seconds).
-_DISPLAY_WAIT_S = 30.0
 #: Options the widget shows (``--quiet`` is a command-line matter).
 WIDGET_OPTIONS: tuple[Option, ...] = tuple(option for option in OPTIONS if option.widget)
-
-
-class Cancelled(Exception):
-    """Raised from the chunk callback to stop a run between chunks."""
 
 
 def option_fields() -> dict[str, ValueWidget]:
@@ -89,25 +84,17 @@ def _field(option: Option) -> ValueWidget:
     return field
 
 
-def field_value(option: Option, field: ValueWidget) -> Any:
-    """The option value a field holds: None for an empty optional field, and the command line's message
-    for a value it would refuse to parse."""
+def field_words(option: Option, field: ValueWidget) -> list[str]:
+    """The ``ml_tomo`` words a field stands for: none for a switch that is off or an empty optional
+    field, the bare flag for an empty field that needs a value (the parser then says so)."""
     value = field.line_edit.value if isinstance(field, FileEdit) else field.value
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
+    flag = option.flags[-1]
+    if option.kind is bool:
+        return [flag] if value else []
+    text = str(value).strip()
     if not text:
-        if option.default is not None:
-            raise ParameterError(f"argument {option.flags[-1]}: expected one argument")
-        return None
-    if option.kind is str:
-        return text
-    try:
-        return option.kind(text)
-    except ValueError:
-        raise ParameterError(
-            f"argument {option.flags[-1]}: invalid {option.kind.__name__} value: {text!r}"
-        ) from None
+        return [] if option.default is None else [flag]
+    return [f"{flag}={text}"]
 
 
 class _Paced:
@@ -137,12 +124,6 @@ class _Paced:
             self._timer.start(_PACE_MS)
 
 
-class _Relay(QObject):
-    """Carries chunk progress from the worker thread to the GUI thread (a queued signal)."""
-
-    chunk = Signal(object)
-
-
 class RefinementWidget(QWidget):
     """Set up, run, watch and cancel a refinement.
 
@@ -160,10 +141,7 @@ class RefinementWidget(QWidget):
         self.history: list[MLState] = []
         self.inputs: RunInputs | None = None
         self.outcome = ""
-        self._cancel = threading.Event()
-        self._display_ready = threading.Event()
-        self._relay = _Relay()
-        self._relay.chunk.connect(self._on_chunk)
+        self._stop = threading.Event()
         self._bars: dict[str, progress] = {}
         self._paced = _Paced(self)
         self._build()
@@ -214,8 +192,11 @@ class RefinementWidget(QWidget):
     # ------------------------------------------------------------------ values
 
     def values(self) -> dict[str, Any]:
-        """Option name -> value as the fields hold them."""
-        return {option.name: field_value(option, field) for option, field in self._option_items()}
+        """Option name -> value as the fields hold them, parsed as the command line parses them (a value
+        it would refuse raises its message as :class:`~napari_mltomo.options.UsageError`)."""
+        words = [word for option, field in self._option_items() for word in field_words(option, field)]
+        parsed = option_values(words)
+        return {option.name: parsed[option.name] for option in WIDGET_OPTIONS}
 
     def set_values(self, values: Mapping[str, Any]) -> None:
         """Fill fields from option values (names as in the option table)."""
@@ -272,12 +253,10 @@ class RefinementWidget(QWidget):
             raise ParameterError("a run is going; cancel it first")
         values, command = self.values(), self.command_line()
         self.inputs, self.history, self.outcome = None, [], ""
-        self._cancel.clear()
-        self._display_ready.clear()
+        self._stop.clear()
         self.worker = self._refine(values, command)
         self.worker.yielded.connect(self._on_yield)
         self.worker.returned.connect(self._on_returned)
-        self.worker.aborted.connect(lambda: self._on_returned("cancelled"))
         self.worker.finished.connect(self._on_finished)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -286,29 +265,24 @@ class RefinementWidget(QWidget):
         return self.worker
 
     def cancel(self) -> None:
-        """Stop the run after the chunk of particles being computed; finished iterations stay on disk."""
-        self._cancel.set()
+        """Stop the run after the chunk of particles being computed; finished iterations stay on disk.
+        The worker ends once the engine has stopped, so a new run cannot overlap it."""
+        self._stop.set()
         self.status.setText("cancelling after this chunk…")
 
     @thread_worker(start_thread=False)
-    def _refine(self, values: dict[str, Any], command: str) -> Iterator[RunInputs | MLState]:
-        """In the worker thread: the checked inputs, then every state; returns the outcome."""
+    def _refine(self, values: dict[str, Any], command: str) -> Iterator[RunInputs | RunEvent]:
+        """In the worker thread: the checked inputs, then the run's events; returns the outcome."""
         try:
             inputs = read_inputs(values, command)
             yield inputs
-            self._display_ready.wait(_DISPLAY_WAIT_S)  # the class layers are made before the work starts
-            yield from refine_run(inputs, on_chunk=self._chunk_done)
-        except Cancelled:
-            return "cancelled"
+            for event in refine_events(inputs, self._stop):
+                yield event
+                if isinstance(event, RunEnd):
+                    return "done" if event.complete else "cancelled"
         except (OSError, ValueError) as err:
             return f"failed: {error_text(err)}"
-        return "done"
-
-    def _chunk_done(self, event: ChunkProgress) -> None:
-        """In the worker thread: pass the event on, or stop the run."""
-        if self._cancel.is_set():
-            raise Cancelled
-        self._relay.chunk.emit(event)
+        return "cancelled"
 
     def _on_chunk(self, event: ChunkProgress) -> None:
         self.chunk_bar.setRange(0, event.total)
@@ -322,31 +296,31 @@ class RefinementWidget(QWidget):
         bar.n = event.done
         bar.refresh()
 
-    def _on_yield(self, item: RunInputs | MLState) -> None:
+    def _on_yield(self, item: RunInputs | RunEvent) -> None:
         if isinstance(item, RunInputs):
             self.inputs = item
             params = item.params
             self.status.setText(f"starting: {len(item.images)} particles, {params.n_classes} classes")
             self._bars["iterations"] = progress(total=params.max_iter, desc="ml_tomo iterations")
             self._prepare_layers(item)
-            return
-        self._on_state(item)
+        elif isinstance(item, ChunkProgress):
+            self._on_chunk(item)
+        elif isinstance(item, MLState):
+            self._on_state(item)
 
     def _prepare_layers(self, inputs: RunInputs) -> None:
-        """Make (or keep) the class layers, empty, then let the worker start: napari sets a new layer up
-        in the GUI thread, which is quicker before the refinement takes the processors."""
-        pixel = inputs.params.pixel_size_A * inputs.box_size / inputs.size
+        """Make (or keep) the class layers, empty: napari sets a new layer up in the GUI thread, paced so
+        that the viewer keeps answering while the run starts."""
         for data, kwargs, kind in reference_layers(
-            np.zeros((inputs.params.n_classes, *(inputs.size,) * 3)), pixel, 0
+            np.zeros((inputs.params.n_classes, *(inputs.size,) * 3)), inputs.pixel_size_at(inputs.size), 0
         ):
             if kwargs["name"] not in self.viewer.layers:
                 self._paced.add(functools.partial(show_layer, self.viewer, (data, kwargs, kind)))
-        self._paced.add(self._display_ready.set)
 
     def _on_state(self, state: MLState) -> None:
         inputs = self.inputs
         assert inputs is not None
-        pixel = inputs.params.pixel_size_A * inputs.box_size / state.size
+        pixel = inputs.pixel_size_at(state.size)
         for layer_data in reference_layers(state.references, pixel, state.iteration):
             self._paced.add(functools.partial(show_layer, self.viewer, layer_data))
         if state.startup_step:
@@ -356,16 +330,15 @@ class RefinementWidget(QWidget):
             self.status.setText("starting references ready")
             return
         self.history.append(state)
-        self._bars["iterations"].update(1)
         escaped = f"; {state.escape_note}" if state.escape_note else ""
         self.status.setText(
             f"iteration {state.iteration}: LL {state.log_likelihood:.6g}, pMax {state.mean_pmax:.3f}{escaped}"
         )
         self._paced.add(functools.partial(self._plot_history, inputs))
+        self._bars["iterations"].update(1)  # last: napari's progress bar processes pending events
 
     def _plot_history(self, inputs: RunInputs) -> None:
         iterations = np.array([state.iteration for state in self.history], dtype=float)
-        length = inputs.box_size * inputs.params.pixel_size_A
         resolved = [state.resolution_shell for state in self.history if state.resolution_shell is not None]
         series = {
             "log-likelihood": {"LL": np.array([state.log_likelihood for state in self.history])},
@@ -374,7 +347,7 @@ class RefinementWidget(QWidget):
                 for k in range(inputs.params.n_classes)
             },
             "resolution (Å)": {
-                f"class {k + 1}": np.array([length / max(int(shells[k]), 1) for shells in resolved])
+                f"class {k + 1}": np.array([inputs.resolution_A(int(shells[k])) for shells in resolved])
                 for k in range(inputs.params.n_classes)
             },
         }
@@ -404,7 +377,7 @@ class RefinementWidget(QWidget):
             return f"done: iteration {last}; results in {root}_img.xmd and {root}_ref.xmd"
         if last is None:
             return "cancelled before the first iteration; nothing to restart"
-        log = f"{root}_it{last:06d}_log.xmd"
+        log = str(RunPaths(root).log(last))
         self.set_values({"restart": log})
         return f"cancelled after iteration {last}; --restart is set to {log}: Run continues from it"
 

@@ -23,9 +23,9 @@ __all__ = [
     "ChunkExecutor",
     "ChunkProgress",
     "Dispatch",
+    "NonFiniteParticles",
     "ThreadExecutor",
     "chunk_size",
-    "finite_particles",
     "map_chunks",
     "pairwise_sum",
     "report_as_finished",
@@ -44,6 +44,15 @@ class ChunkProgress:
 
 
 Report = Callable[[ChunkProgress], None] | None
+
+
+class NonFiniteParticles(ValueError):
+    """Particles ``indices`` (of one chunk) have NaN or Inf voxels: a chunk task raises it as it reads them,
+    so the first pass over the particles checks them all."""
+
+    def __init__(self, indices: tuple[int, ...]) -> None:
+        super().__init__(indices)
+        self.indices = indices
 
 
 class ChunkExecutor(Protocol):
@@ -107,19 +116,6 @@ class Dispatch:
         return ThreadExecutor(params.threads) if self.executor is None else self.executor
 
 
-def finite_particles(
-    data: SubtomogramSet, params: MLParams, executor: ChunkExecutor | None = None
-) -> NDArray[np.bool_]:
-    """Whether each particle is finite (no NaN or Inf voxel): every particle read once, a chunk per task
-    on ``executor`` (threads by default), ``(n,)``."""
-    parts = map_chunks(_finite_rows, data, params, [], Dispatch(executor), "particles checked")
-    return np.concatenate(parts) if parts else np.ones(0, dtype=bool)
-
-
-def _finite_rows(volumes: NDArray[np.float32], indices: NDArray[np.intp]) -> NDArray[np.bool_]:
-    return np.isfinite(volumes).all(axis=(1, 2, 3))
-
-
 #: Largest number of particles per task when ``--chunk`` is not given: a chunk rotates the references
 #: into every orientation it scores, which costs about as much as 15 correlation maps per orientation
 #: (N = 32 and 64), so 64 particles of 3 classes spend under 10% of the E-step on it.
@@ -169,11 +165,15 @@ class _Particles:
         self.volumes = volumes
 
     def read(self, indices: NDArray[np.intp]) -> NDArray[np.float32]:
-        """Particles ``indices``, read now."""
+        """Particles ``indices``, read now; :class:`NonFiniteParticles` if any has a NaN or Inf voxel."""
         rows = self.volumes[indices]
         if isinstance(rows, da.Array):
             rows = rows.compute(scheduler="sync")
-        return np.asarray(rows, dtype=np.float32)
+        rows = np.asarray(rows, dtype=np.float32)
+        finite = np.isfinite(rows).all(axis=(1, 2, 3))
+        if not finite.all():
+            raise NonFiniteParticles(tuple(int(i) for i in indices[~finite]))
+        return rows
 
 
 def _read_and_apply(

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .chunks import ChunkExecutor, ChunkProgress, Dispatch, finite_particles
+from .chunks import ChunkExecutor, ChunkProgress, Dispatch, NonFiniteParticles
 from .iteration import iterate
 from .params import MLParams, ParameterError
 from .setup import check_start, internal_size, make_setup
@@ -23,10 +23,10 @@ from .traps import ESCAPE_CHECKS, escape_traps
 __all__ = [
     "ChunkProgress",
     "MLState",
+    "NonFiniteParticles",
     "StartModel",
     "SubtomogramSet",
     "check_start",
-    "finite_particles",
     "internal_size",
     "iter_refine",
     "prepare_references",

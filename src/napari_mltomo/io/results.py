@@ -6,36 +6,20 @@ any file it wrote (``<root>_itNNNNNN_log.xmd``, ``<root>_img.xmd``, ...).
 
 from __future__ import annotations
 
-import glob
-import itertools
 import os
 import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from napari_mltomo.core.missing import MissingRegion
-from napari_mltomo.io.metadata import (
-    MetaData,
-    MetadataError,
-    read_images,
-    read_missing_regions,
-    read_star,
-    read_star_blocks,
-)
-from napari_mltomo.io.run import beside, iteration_root, read_command_line
+from napari_mltomo.io.metadata import MetaData, MetadataError, read_images, read_star, read_star_blocks
+from napari_mltomo.io.run import beside, read_command_line
+from napari_mltomo.io.run_paths import RunPaths
 from napari_mltomo.io.volumes import read_pixel_size, read_volume
 
-__all__ = ["IterationResults", "RunResults", "open_run", "read_particles", "run_root"]
-
-_RUN_FILE = re.compile(
-    r"(?P<root>.+?)(_it\d{6}(_log\.xmd|\.doc|\.fsc|_ref\.xmd|_(ori)?ref\d{6}\.mrc|_wedge\d{6}\.mrc)"
-    r"|_img\.xmd|_ref\.xmd|_ref\d{6}\.mrc|\.fsc)"
-)
-_LOG = re.compile(r"_it(\d{6})_log\.xmd")
+__all__ = ["IterationResults", "RunResults", "open_run", "read_particles"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,14 +62,19 @@ class RunResults:
 
     Attributes
     ----------
-    root : Path
-        The output root (``--oroot``), absolute.
+    paths : RunPaths
+        The run's files; ``paths.root`` is its output root (``--oroot``), absolute.
     iterations : tuple of int
         Ascending: 0 if the starting references are there, then every iteration with a ``_log.xmd``.
     """
 
-    root: Path
+    paths: RunPaths
     iterations: tuple[int, ...]
+
+    @property
+    def root(self) -> Path:
+        """The output root (``--oroot``), absolute."""
+        return self.paths.root
 
     def read_iteration(self, iteration: int) -> IterationResults:
         """Read the tables, maps and FSC of one iteration (see :class:`IterationResults`).
@@ -99,49 +88,30 @@ class RunResults:
         """
         if iteration not in self.iterations:
             raise ValueError(f"{self.root}: no iteration {iteration}; the run has {_listed(self.iterations)}")
-        prefix = iteration_root(self.root, iteration)
-        classes, maps = _class_maps(Path(f"{prefix}_ref.xmd"))
+        classes, maps = _class_maps(self.paths.classes(iteration))
         references = np.stack([read_volume(path) for path in maps])
-        doc = Path(f"{prefix}.doc")
+        doc = self.paths.particles(iteration)
         particles = read_images(doc) if iteration > 0 and doc.is_file() else None
         return IterationResults(
             iteration=iteration,
             particles=particles,
             classes=classes,
             references=references,
-            coverage=_coverage(prefix, len(references)),
-            fsc=_fsc_curves(Path(f"{prefix}.fsc")),
+            coverage=self._coverage(iteration, len(references)),
+            fsc=_fsc_curves(self.paths.fsc(iteration)),
             pixel_size_A=read_pixel_size(maps[0]) or 1.0,
         )
 
     def command_line(self) -> str:
         """The command line of the run, from its last iteration log ('' without one)."""
         logs = [i for i in self.iterations if i > 0]
-        return read_command_line(f"{iteration_root(self.root, logs[-1])}_log.xmd") if logs else ""
+        return read_command_line(self.paths.log(logs[-1])) if logs else ""
 
-    def missing_regions(self) -> list[MissingRegion] | None:
-        """The run's ``--missing`` definitions, or None if it had none or the file cannot be found.
-
-        A relative path is tried from the working directory, then from the run's folder and its parents
-        (the command line holds the path as typed where the run started).
-        """
-        path = _missing_option(self.command_line())
-        if path is None:
+    def _coverage(self, iteration: int, n_classes: int) -> NDArray[np.float32] | None:
+        paths = [self.paths.coverage(k, iteration) for k in range(1, n_classes + 1)]
+        if not all(path.is_file() for path in paths):
             return None
-        candidates = [Path(path)] + [
-            folder / path for folder in (self.root.parent, *self.root.parent.parents)
-        ]
-        for candidate in candidates:
-            if candidate.is_file():
-                return read_missing_regions(candidate)
-        return None
-
-
-def run_root(path: str | os.PathLike[str]) -> Path:
-    """The root of a run named by its root or by any file it wrote (absolute)."""
-    path = Path(path).expanduser().absolute()
-    match = _RUN_FILE.fullmatch(path.name)
-    return path.with_name(match["root"]) if match else path
+        return np.stack([read_volume(path) for path in paths])
 
 
 def open_run(path: str | os.PathLike[str]) -> RunResults:
@@ -161,17 +131,17 @@ def open_run(path: str | os.PathLike[str]) -> RunResults:
     FileNotFoundError
         If there is no finished iteration (nor starting references) at that root; the message names it.
     """
-    root = run_root(path)
-    pattern = glob.escape(str(root)) + "_it[0-9][0-9][0-9][0-9][0-9][0-9]_log.xmd"
-    found = {int(_LOG.search(name)[1]) for name in glob.glob(pattern)}
-    if Path(f"{iteration_root(root, 0)}_ref.xmd").is_file():
+    paths = RunPaths.of(path)
+    root = paths.root
+    found = set(paths.logged_iterations())
+    if paths.classes(0).is_file():
         found.add(0)
     if not found:
         raise FileNotFoundError(
             f"{root}: no ml_tomo run there (no {root.name}_itNNNNNN_log.xmd); "
             "give a run's root or one of its files"
         )
-    return RunResults(root, tuple(sorted(found)))
+    return RunResults(paths, tuple(sorted(found)))
 
 
 def read_particles(table: MetaData) -> NDArray[np.float32]:
@@ -193,13 +163,6 @@ def _class_maps(table_path: Path) -> tuple[MetaData, list[Path]]:
     return classes, [beside(str(name), table_path) for name in classes["image"]]
 
 
-def _coverage(prefix: str, n_classes: int) -> NDArray[np.float32] | None:
-    paths = [Path(f"{prefix}_wedge{k:06d}.mrc") for k in range(1, n_classes + 1)]
-    if not all(path.is_file() for path in paths):
-        return None
-    return np.stack([read_volume(path) for path in paths])
-
-
 def _fsc_curves(path: Path) -> dict[int, tuple[NDArray[np.float64], NDArray[np.float64]]]:
     """Class (1-based) -> (frequency, FSC) of an ``.fsc`` file; empty if there is none."""
     if not path.is_file():
@@ -211,18 +174,6 @@ def _fsc_curves(path: Path) -> dict[int, tuple[NDArray[np.float64], NDArray[np.f
             frequency = np.asarray(table["resolutionFreqFourier"], dtype=np.float64)
             curves[int(match[1])] = (frequency, np.asarray(table["resolutionFRC"], dtype=np.float64))
     return curves
-
-
-def _missing_option(command_line: str) -> str | None:
-    """The value of ``--missing`` (or the seed's ``-missing``) in a command line."""
-    try:
-        words = shlex.split(command_line)
-    except ValueError:
-        words = command_line.split()
-    for option, value in itertools.pairwise(words):
-        if option in ("--missing", "-missing"):
-            return value
-    return None
 
 
 def _listed(iterations: tuple[int, ...]) -> str:

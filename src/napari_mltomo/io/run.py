@@ -25,8 +25,10 @@ absolute), so a run can be read from any working directory with :func:`~napari_m
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -37,13 +39,14 @@ from numpy.typing import NDArray
 from napari_mltomo.core.fourier import centred_coverage, fourier_rescale
 from napari_mltomo.core.refine import MLState, StartModel
 from napari_mltomo.io.metadata import MetaData, MetadataError, read_star, write_star
+from napari_mltomo.io.run_paths import RunPaths
 from napari_mltomo.io.volumes import read_volume, write_volume
 
 __all__ = [
     "RestartPoint",
+    "RunPaths",
     "RunWriter",
     "beside",
-    "iteration_root",
     "particle_table",
     "read_command_line",
     "read_restart",
@@ -77,11 +80,6 @@ class RestartPoint(NamedTuple):
     model: StartModel
     iteration: int
     command_line: str
-
-
-def iteration_root(root: str | os.PathLike[str], iteration: int) -> str:
-    """``<root>_itNNNNNN``: the common prefix of the files of one iteration."""
-    return f"{os.fspath(root)}_it{iteration:06d}"
 
 
 # --------------------------------------------------------------------------- writing
@@ -122,27 +120,27 @@ class RunWriter:
         ``state.stats`` is None. Returns the files written, the log last.
         """
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        prefix = iteration_root(self.root, state.iteration)
-        maps = self._maps(f"{prefix}_ref", state.references)
+        paths, it = RunPaths(self.root), state.iteration
+        maps = self._maps(functools.partial(paths.reference, iteration=it), state.references)
         written = list(maps)
         if state.unregularised is not None:
-            written += self._maps(f"{prefix}_oriref", state.unregularised)
+            written += self._maps(functools.partial(paths.unregularised, iteration=it), state.unregularised)
         if state.stats is not None and self.regions_used:
-            written += self._maps(f"{prefix}_wedge", centred_coverage(state.coverage(), self.box_size))
+            coverage = centred_coverage(state.coverage(), self.box_size)
+            written += self._maps(functools.partial(paths.coverage, iteration=it), coverage)
         if state.fsc is not None:
-            written.append(write_star(f"{prefix}.fsc", fsc_blocks(state, self.pixel_size_A, self.box_size)))
-        references = Path(f"{prefix}_ref.xmd")
+            written.append(write_star(paths.fsc(it), fsc_blocks(state, self.pixel_size_A, self.box_size)))
+        references = paths.classes(it)
         classes = class_table(state, maps, references, self.pixel_size_A, self.box_size)
         written.append(write_star(references, {"classes": classes}))
         if state.stats is None:
             return written
-        doc = Path(f"{prefix}.doc")
+        doc = paths.particles(it)
         written.append(
             write_star(doc, _relative_images(particle_table(state, self.images, self.regions_used), doc))
         )
-        log = Path(f"{prefix}_log.xmd")
         written.append(
-            write_star(log, _log_table(state, doc, references), self.command_line, row_format=True)
+            write_star(paths.log(it), _log_table(state, doc, references), self.command_line, row_format=True)
         )
         return written
 
@@ -153,29 +151,29 @@ class RunWriter:
         table is the input table and the class blocks are empty. Returns the files written.
         """
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        root = os.fspath(self.root)
-        maps = self._maps(f"{root}_ref", state.references)
+        paths = RunPaths(self.root)
+        maps = self._maps(paths.reference, state.references)
         written = list(maps)
         if state.fsc is not None:
-            written.append(write_star(f"{root}.fsc", fsc_blocks(state, self.pixel_size_A, self.box_size)))
+            written.append(write_star(paths.fsc(), fsc_blocks(state, self.pixel_size_A, self.box_size)))
         particles = (
             self.images if state.stats is None else particle_table(state, self.images, self.regions_used)
         )
-        particles_path = Path(f"{root}_img.xmd")
+        particles_path = paths.particles()
         written.append(write_star(particles_path, _relative_images(particles, particles_path)))
-        references = Path(f"{root}_ref.xmd")
+        references = paths.classes()
         blocks = {"classes": class_table(state, maps, references, self.pixel_size_A, self.box_size)}
         for name, members in _class_member_blocks(particles, state.n_classes).items():
             blocks[name] = _relative_images(members, references)
         written.append(write_star(references, blocks))
         return written
 
-    def _maps(self, stem: str, volumes: NDArray[np.floating]) -> list[Path]:
-        """Write ``<stem>KKKKKK.mrc`` for each volume, Fourier-rescaled to the input box if needed."""
+    def _maps(self, name: Callable[[int], Path], volumes: NDArray[np.floating]) -> list[Path]:
+        """Write volume ``k`` (1-based) to ``name(k)``, each Fourier-rescaled to the input box if needed."""
         size = self.box_size
         scaled = volumes if volumes.shape[-1] == size else fourier_rescale(volumes, size)
         return [
-            write_volume(f"{stem}{k:06d}.mrc", volume.astype(np.float32), self.pixel_size_A)
+            write_volume(name(k), volume.astype(np.float32), self.pixel_size_A)
             for k, volume in enumerate(scaled, start=1)
         ]
 

@@ -1,6 +1,6 @@
 """Everything a run reads, checked, from the option values of the command line or the widget.
 
-:func:`read_inputs` takes option values (names as in :data:`napari_mltomo.core.params.OPTIONS`), reads the
+:func:`read_inputs` takes option values (names as in :data:`napari_mltomo.options.OPTIONS`), reads the
 particle metadata (with ``--doc`` merged in), the missing regions, the start references and the fractions,
 and returns a :class:`RunInputs` that gives the engine its particles (a lazy stack) and its start model.
 Only metadata and volume headers are read here; a bad file or value raises one error naming it.
@@ -8,7 +8,7 @@ Only metadata and volume headers are read here; a bad file or value raises one e
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,19 +16,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from napari_mltomo.core.chunks import ChunkExecutor
 from napari_mltomo.core.missing import MissingRegion
-from napari_mltomo.core.params import (
-    MLParams,
-    ParameterError,
-    default_values,
-    params_from_options,
-)
+from napari_mltomo.core.params import MLParams, ParameterError
 from napari_mltomo.core.refine import (
     StartModel,
     SubtomogramSet,
     check_start,
-    finite_particles,
     internal_size,
     prepare_references,
 )
@@ -45,10 +38,12 @@ from napari_mltomo.io.metadata import (
     read_missing_regions,
     voxels_text,
 )
+from napari_mltomo.io.results import RunResults
 from napari_mltomo.io.run import read_restart
-from napari_mltomo.io.volumes import VolumeError, read_pixel_size, read_volume, read_volume_stack
+from napari_mltomo.io.volumes import read_pixel_size, read_volume, read_volume_stack
+from napari_mltomo.options import default_values, option_values, params_from_options, stored_argv
 
-__all__ = ["RunInputs", "error_text", "read_inputs", "refuse_non_finite"]
+__all__ = ["RunInputs", "error_text", "read_inputs", "run_missing_regions"]
 
 _METADATA_SUFFIXES = frozenset({".xmd", ".star", ".sel", ".doc", ".txt"})
 #: Columns that ``--doc`` brings into the ``-i`` table (replacing any there).
@@ -100,6 +95,14 @@ class RunInputs:
     scheduler: str | None
     quiet: bool
     command_line: str
+
+    def pixel_size_at(self, size: int) -> float:
+        """The pixel size in Å of maps of ``size`` voxels (the engine's internal box, or the start-up's)."""
+        return self.params.pixel_size_A * self.box_size / size
+
+    def resolution_A(self, shell: int) -> float:
+        """The resolution in Å of Fourier shell ``shell`` (of the input box; 0 is read as 1)."""
+        return self.box_size * self.params.pixel_size_A / max(shell, 1)
 
     def subtomograms(self) -> SubtomogramSet:
         """The particles as a lazy dask array (one task per file) with what the metadata knows."""
@@ -212,17 +215,20 @@ def error_text(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def refuse_non_finite(
-    data: SubtomogramSet, names: Sequence[str], params: MLParams, executor: ChunkExecutor | None = None
-) -> None:
-    """Read every particle once, a chunk per task as the refinement does (on ``executor`` if given); a
-    particle with NaN or Inf voxels raises :class:`VolumeError` naming it, before anything is written."""
-    finite = finite_particles(data, params, executor)
-    if not np.all(finite):
-        bad = np.flatnonzero(~finite)
-        others = len(bad) - 1
-        more = f" (and {others} more particle{'s' if others > 1 else ''})" if others else ""
-        raise VolumeError(f"{names[bad[0]]}: has NaN or Inf voxels{more}; refine only finite particles")
+def run_missing_regions(run: RunResults) -> list[MissingRegion] | None:
+    """The ``--missing`` definitions of a run on disk (its stored command line parsed as ``ml_tomo``
+    parses it), or None if it had none or the file cannot be found. A relative path is tried from the
+    working directory, then from the run's folder and its parents (it was typed where the run started)."""
+    try:
+        path = option_values(stored_argv(run.command_line()))["missing"]
+    except ValueError:  # a command line this version cannot parse
+        return None
+    if path is None:
+        return None
+    for folder in (Path(), run.root.parent, *run.root.parent.parents):
+        if (folder / path).is_file():
+            return read_missing_regions(folder / path)
+    return None
 
 
 def _read_particles(input_path: str, doc_path: str | None) -> MetaData:

@@ -1,0 +1,138 @@
+"""One refinement run: checked inputs -> engine -> files, as one stream of events.
+
+:func:`refine_events` runs the engine in a thread of its own and yields, in order, a
+:class:`~napari_mltomo.core.state.ChunkProgress` as each chunk of particles finishes, an
+:class:`~napari_mltomo.core.state.MLState` for each start-up step and iteration (its files are written
+before it is yielded), and a last :class:`RunEnd`. The command line prints the stream and the Refinement
+widget shows it; a ``threading.Event`` set by either stops the run after the chunk being computed.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from napari_mltomo.compute import cluster_executor, dask_client
+from napari_mltomo.core.refine import ChunkProgress, MLState, NonFiniteParticles, iter_refine
+from napari_mltomo.inputs import RunInputs
+from napari_mltomo.io.run import RunWriter
+from napari_mltomo.io.volumes import VolumeError
+
+__all__ = ["RunEnd", "RunEvent", "refine_events"]
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """The last event of a run: ``state`` is its last iteration (None if it stopped before one);
+    ``complete`` is False when it was stopped, and then the final files are not written."""
+
+    state: MLState | None
+    complete: bool
+
+
+RunEvent = ChunkProgress | MLState | RunEnd
+
+
+class _Stopped(Exception):
+    """Raised in the engine thread to stop the run between chunks."""
+
+
+_FINISHED = object()  # the engine thread's last message
+
+
+def refine_events(inputs: RunInputs, stop: threading.Event | None = None) -> Iterator[RunEvent]:
+    """Refine checked inputs, writing each iteration's files, as a stream of events.
+
+    Parameters
+    ----------
+    inputs : RunInputs
+        From :func:`napari_mltomo.inputs.read_inputs`.
+    stop : threading.Event, optional
+        Set it to stop the run after the chunk being computed: the stream then ends with
+        ``RunEnd(complete=False)``; the files of finished iterations stay, so the run can be restarted.
+        Closing the generator (or an exception in the consumer, such as ``KeyboardInterrupt``) stops the
+        run the same way and waits for the engine to let go.
+
+    Yields
+    ------
+    ChunkProgress, MLState or RunEnd
+        Start-up states (``startup_step`` > 0) write nothing; a restart does not rewrite the restored
+        iteration; the final files are written before ``RunEnd(complete=True)``.
+
+    Raises
+    ------
+    VolumeError
+        For a particle with NaN or Inf voxels, found on the first pass over the particles.
+    OSError, ValueError
+        Whatever the engine or a write raised, in the caller's thread.
+    """
+    stop = threading.Event() if stop is None else stop
+    events: queue.SimpleQueue[object] = queue.SimpleQueue()
+    engine = threading.Thread(target=_engine, args=(inputs, stop, events.put), name="ml_tomo", daemon=True)
+    engine.start()
+    try:
+        while (event := events.get()) is not _FINISHED:
+            if isinstance(event, BaseException):
+                raise event
+            yield event  # type: ignore[misc]
+    finally:
+        stop.set()
+        engine.join()
+
+
+def _engine(inputs: RunInputs, stop: threading.Event, put: Callable[[object], None]) -> None:
+    """The engine thread: every event of the run through ``put``, then ``_FINISHED``."""
+    try:
+        put(_refine(inputs, stop, put))
+    except BaseException as error:  # handed to the consumer's thread, which raises it
+        put(error)
+    put(_FINISHED)
+
+
+def _refine(inputs: RunInputs, stop: threading.Event, put: Callable[[object], None]) -> RunEnd:
+    """Run the engine, writing and reporting every state; the run's :class:`RunEnd`."""
+
+    def on_chunk(progress: ChunkProgress) -> None:
+        if stop.is_set():
+            raise _Stopped
+        put(progress)
+
+    data, start = inputs.subtomograms(), inputs.start_model()
+    writer = RunWriter(
+        inputs.oroot,
+        inputs.images,
+        bool(inputs.regions),
+        inputs.params.pixel_size_A,
+        inputs.box_size,
+        inputs.command_line,
+    )
+    last = None
+    with dask_client(inputs.scheduler, inputs.workers) as client:
+        states = iter_refine(data, inputs.params, start, executor=cluster_executor(client), on_chunk=on_chunk)
+        try:
+            for number, state in enumerate(states):
+                restored = number == 0 and inputs.restart is not None  # its files are already there
+                if not state.startup_step and not restored:
+                    writer.write_iteration(state)
+                put(state)
+                if state.stats is not None:
+                    last = state
+                if stop.is_set():
+                    return RunEnd(last, complete=False)
+        except _Stopped:
+            return RunEnd(last, complete=False)
+        except NonFiniteParticles as error:
+            raise _non_finite_error(inputs, error) from None
+    assert state is not None
+    writer.write_final(state)
+    return RunEnd(last, complete=True)
+
+
+def _non_finite_error(inputs: RunInputs, error: NonFiniteParticles) -> VolumeError:
+    """The one line naming the first particle file with NaN or Inf voxels."""
+    name = inputs.images["image"][error.indices[0]]
+    others = len(error.indices) - 1
+    more = f" (and {others} more particle{'s' if others > 1 else ''})" if others else ""
+    return VolumeError(f"{name}: has NaN or Inf voxels{more}; refine only finite particles")
