@@ -100,7 +100,7 @@ def params_for(argv: Sequence[str]) -> MLParams:
 
 def subtomograms(data: SyntheticDataset) -> SubtomogramSet:
     """The particles with their one missing region."""
-    return SubtomogramSet(data.volumes, (data.region,), np.zeros(len(data.volumes), dtype=np.intp))
+    return data.subtomograms()
 
 
 def scores(state: MLState, data: SyntheticDataset) -> tuple[float, NDArray[np.float64]]:

@@ -10,7 +10,7 @@ import scipy.fft as sfft
 
 from napari_mltomo.core.estep import EStepModel, ParticleChunk, estep_chunk, translation_log_prior
 from napari_mltomo.core.params import MLParams, ParameterError
-from napari_mltomo.core.refine import StartModel, SubtomogramSet, run_refine
+from napari_mltomo.core.refine import StartModel, run_refine
 from napari_mltomo.core.search import adaptive_reach, grids, holding_mass, iteration_search
 from napari_mltomo.core.setup import make_setup
 from napari_mltomo.core.symmetry import orientation_copies
@@ -56,7 +56,7 @@ def test_every_fine_orientation_is_refined_around_its_nearest_coarse_one(options
 @pytest.fixture(scope="module")
 def two_classes():
     made = make_dataset(6, 2, SIZE, snr=2.0, max_shift_px=1, seed=3)
-    data = SubtomogramSet(made.volumes, (made.region,), np.zeros(len(made.volumes), dtype=np.intp))
+    data = made.subtomograms()
     return made, data
 
 

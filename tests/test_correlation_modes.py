@@ -79,7 +79,7 @@ def test_only_average_sums_the_observed_regions_of_all_particles() -> None:
 
 def test_max_cc_aligns_and_classifies_a_high_snr_set_against_references_on_another_grey_scale() -> None:
     data = make_dataset(8, 2, 32, snr=5.0, max_shift_px=2, seed=9)
-    subtomograms = SubtomogramSet(data.volumes, (data.region,), np.zeros(16, int))
+    subtomograms = data.subtomograms()
     references = 7.0 * fourier_rescale(data.phantoms, 16).astype(np.float64) + 3.0
     params = MLParams(n_classes=2, max_iter=1, ang_deg=20.0, dim=16, max_cc=True, threads=2, seed=1)
     state = run_refine(subtomograms, params, StartModel(references=references))

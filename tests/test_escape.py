@@ -173,7 +173,7 @@ def test_a_run_restarted_between_checks_continues_as_an_uninterrupted_one() -> N
     """The checks after iterations 1 and 2 draw their randomness from the seed and the iteration only, so
     a run restarted from iteration 1 checks and re-poses exactly as a run that was never stopped."""
     made = make_dataset(12, 1, 16, snr=1.0, phantoms="near_symmetric", seed=1)
-    data = SubtomogramSet(made.volumes, (made.region,))
+    data = made.subtomograms()
     params = MLParams(n_classes=1, max_iter=3, ang_deg=40.0, escape=2, eps=0.0, seed=1)
     states = [s for s in iter_refine(data, params) if not s.startup_step]
     first = states[1]

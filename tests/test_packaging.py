@@ -69,6 +69,79 @@ def test_core_imports_neither_a_cluster_nor_the_gui() -> None:
     assert {name: found for name, found in offenders.items() if found} == {}
 
 
+#: The floors of the package, each importing only its own floor and those below (first match wins).
+FLOORS: tuple[tuple[str, int], ...] = (
+    ("napari_mltomo.core", 0),
+    ("napari_mltomo.io", 1),
+    ("napari_mltomo.options", 2), ("napari_mltomo.inputs", 2), ("napari_mltomo.runner", 2),
+    ("napari_mltomo.compute", 2), ("napari_mltomo.demo", 2), ("napari_mltomo.protein_sets", 2),
+    ("napari_mltomo", 3),
+)  # fmt: skip
+#: Helpers that every face may use (the others are faces of their own, which no face imports).
+SHARED_FACE_HELPERS = {
+    "napari_mltomo._layers", "napari_mltomo._widgets._common", "napari_mltomo._widgets.plots",
+}  # fmt: skip
+#: A widget holding another face's widget whole (the Refinement widget's missing-region tab), not its helpers.
+EMBEDDED = {("napari_mltomo._widgets.refinement", "napari_mltomo._widgets.missing_viewer")}
+
+
+def _floor(module: str) -> int:
+    return next(floor for prefix, floor in FLOORS if module == prefix or module.startswith(prefix + "."))
+
+
+def _package_imports(path: Path) -> set[str]:
+    """The ``napari_mltomo`` modules that a file imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.split(".")[0] == "napari_mltomo" and _is_module(name)}
+
+
+def _is_module(name: str) -> bool:
+    path = Path(str(files("napari_mltomo"))).parent / name.replace(".", "/")
+    return path.with_suffix(".py").is_file() or path.is_dir()
+
+
+def _source_modules() -> dict[str, Path]:
+    package = Path(str(files("napari_mltomo")))
+    return {
+        ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in sorted(package.rglob("*.py"))
+    }
+
+
+def test_each_floor_imports_only_the_floors_below() -> None:
+    """faces -> application (options, inputs, runner, compute) -> io -> core; no face imports another."""
+    upward, across = [], []
+    for module, path in _source_modules().items():
+        for imported in _package_imports(path):
+            if _floor(imported) > _floor(module):
+                upward.append(f"{module} imports {imported}")
+            elif (
+                _floor(module) == _floor(imported) == 3
+                and module != "napari_mltomo"
+                and imported not in SHARED_FACE_HELPERS
+                and (module, imported) not in EMBEDDED
+                and not imported.startswith(module)
+                and imported != "napari_mltomo"
+            ):
+                across.append(f"{module} imports {imported}")
+    assert upward == [] and across == []
+
+
+def test_tests_and_benchmarks_import_public_names_only() -> None:
+    root = Path(__file__).resolve().parent.parent
+    private = []
+    for path in sorted([*root.joinpath("tests").rglob("*.py"), *root.joinpath("benchmarks").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("napari_mltomo"):
+                private += [f"{path.name}: {a.name}" for a in node.names if a.name.startswith("_")]
+    assert private == []
+
+
 def test_manifest_ships_inside_package() -> None:
     manifest = files("napari_mltomo") / "napari.yaml"
     assert manifest.is_file()

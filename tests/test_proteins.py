@@ -81,7 +81,7 @@ def test_a_half_turned_class_of_a_real_protein_ends_aligned() -> None:
     *_, average = iter_refine(blended, MLParams(n_classes=1, only_average=True))
     params = MLParams(n_classes=1, max_iter=3, ang_deg=20.0, threads=2, seed=1)
     start = StartModel(references=average.references, iteration=0)
-    *_, state = iter_refine(SubtomogramSet(data.volumes, (data.region,)), params, start)
+    *_, state = iter_refine(data.subtomograms(), params, start)
     particles = state.stats.particles
     found = state.grid.angles_deg[particles.orientations[np.argsort(particles.indices)]]
     (score,) = score_classes(found, data.angles_deg, data.classes).values()

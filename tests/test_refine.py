@@ -26,7 +26,6 @@ from napari_mltomo.core.refine import (
     ChunkProgress,
     MLState,
     StartModel,
-    SubtomogramSet,
     iter_refine,
     run_refine,
 )
@@ -42,10 +41,6 @@ def three_classes():
     return make_dataset(10, 3, 32, snr=2.0, max_shift_px=2, seed=4)
 
 
-def _subtomograms(data) -> SubtomogramSet:
-    return SubtomogramSet(data.volumes, (data.region,), np.zeros(len(data.volumes), dtype=np.intp))
-
-
 def _scores(state: MLState, data) -> tuple[float, float]:
     particles = state.stats.particles
     angles = state.grid.angles_deg[particles.orientations]
@@ -59,7 +54,7 @@ def test_refinement_from_noisy_true_references_recovers_classes_orientations_and
     references = fourier_rescale(data.phantoms, SIZE).astype(np.float64)
     references += rng.normal(scale=0.25 * references.std(), size=references.shape)
     params = MLParams(n_classes=3, max_iter=2, ang_deg=20.0, dim=SIZE, threads=2, chunk_size=8, seed=1)
-    state = run_refine(_subtomograms(data), params, StartModel(references=references))
+    state = run_refine(data.subtomograms(), params, StartModel(references=references))
     ari, median_error = _scores(state, data)
     assert ari == 1.0
     assert median_error <= 20.0  # the angular step
@@ -75,7 +70,7 @@ def test_refinement_from_noisy_true_references_recovers_classes_orientations_and
 def test_reference_free_alignment_of_one_class_converges() -> None:
     data = make_dataset(30, 1, 32, snr=2.0, max_shift_px=2, seed=2)
     params = MLParams(n_classes=1, max_iter=8, ang_deg=20.0, dim=SIZE, threads=2, chunk_size=8, seed=2)
-    state = run_refine(_subtomograms(data), params)
+    state = run_refine(data.subtomograms(), params)
     _, median_error = _scores(state, data)
     assert median_error <= 20.0
 
@@ -85,23 +80,23 @@ def test_refinement_is_deterministic_and_independent_of_chunking(three_classes) 
     params = MLParams(
         n_classes=2, max_iter=2, ang_deg=30.0, dim=SIZE, escape=2, threads=1, chunk_size=30, seed=7
     )
-    first = run_refine(_subtomograms(data), params)
-    second = run_refine(_subtomograms(data), replace(params, chunk_size=7, threads=2))
+    first = run_refine(data.subtomograms(), params)
+    second = run_refine(data.subtomograms(), replace(params, chunk_size=7, threads=2))
     np.testing.assert_allclose(first.references, second.references, rtol=1e-6, atol=1e-9)
     assert first.log_likelihood == pytest.approx(second.log_likelihood, rel=1e-9)
-    other_seed = run_refine(_subtomograms(data), replace(params, seed=8))
+    other_seed = run_refine(data.subtomograms(), replace(params, seed=8))
     assert not np.allclose(first.references, other_seed.references)
 
 
 def test_generator_yields_start_then_each_iteration_and_stops_when_converged(three_classes) -> None:
     params = MLParams(n_classes=1, max_iter=3, ang_deg=40.0, dim=SIZE, eps=100.0, escape=0, seed=0)
-    states = list(iter_refine(_subtomograms(three_classes), params))
+    states = list(iter_refine(three_classes.subtomograms(), params))
     assert [s.iteration for s in states] == [0, 1]  # eps = 100 converges after the first iteration
     assert states[0].stats is None and states[1].converged
 
 
 def test_every_chunk_of_every_pass_is_reported(three_classes) -> None:
-    data = _subtomograms(three_classes)
+    data = three_classes.subtomograms()
     params = MLParams(n_classes=1, max_iter=2, ang_deg=40.0, dim=SIZE, escape=2, seed=0, chunk_size=4)
     events: list[ChunkProgress] = []
     list(iter_refine(data, params, on_chunk=events.append))
@@ -131,7 +126,7 @@ def test_a_start_that_does_not_fit_the_run_is_refused(three_classes, references,
     params = MLParams(n_classes=1, max_iter=1, ang_deg=40.0, dim=SIZE, seed=0)
     start = StartModel(references=references, fractions=fractions)
     with pytest.raises(ParameterError, match=expected):
-        next(iter_refine(_subtomograms(three_classes), params, start))
+        next(iter_refine(three_classes.subtomograms(), params, start))
 
 
 class _Cancelled(Exception):
@@ -149,7 +144,7 @@ def test_raising_from_the_progress_callback_cancels_between_chunks(three_classes
             raise _Cancelled
 
     with pytest.raises(_Cancelled):
-        states.extend(iter_refine(_subtomograms(three_classes), params, on_chunk=cancel_in_iteration_1))
+        states.extend(iter_refine(three_classes.subtomograms(), params, on_chunk=cancel_in_iteration_1))
     assert [state.iteration for state in states] == [0]
     assert [event.stage for event in events][-1] == "iteration 1"
     assert sum(event.stage == "iteration 1" for event in events) == 1
@@ -274,7 +269,7 @@ def test_loglikelihood_does_not_fall_from_the_true_references_without_shifts() -
         chunk_size=16,
         seed=1,
     )
-    states = list(iter_refine(_subtomograms(data), params, StartModel(references=references)))
+    states = list(iter_refine(data.subtomograms(), params, StartModel(references=references)))
     values = np.array([state.log_likelihood for state in states[1:]])
     assert np.all(np.diff(values) >= -1e-6 * np.abs(values[:-1])), values
 
@@ -282,7 +277,7 @@ def test_loglikelihood_does_not_fall_from_the_true_references_without_shifts() -
 def test_startup_anneals_at_a_small_box_and_hands_over_at_full_size() -> None:
     data = make_dataset(4, 2, 24, snr=1.0, seed=1)
     params = MLParams(n_classes=2, max_iter=1, ang_deg=40.0, escape=3, seed=1)
-    states = list(iter_refine(_subtomograms(data), params))
+    states = list(iter_refine(data.subtomograms(), params))
     startup = states[:3]
     assert [state.startup_step for state in startup] == [1, 2, 3]
     assert [state.size for state in startup] == [STARTUP_SIZE] * 3
@@ -298,9 +293,9 @@ def test_startup_anneals_at_a_small_box_and_hands_over_at_full_size() -> None:
 def test_startup_is_skipped_when_turned_off_or_given_references(three_classes) -> None:
     params = MLParams(n_classes=3, max_iter=1, ang_deg=40.0, dim=SIZE, seed=1)
     references = fourier_rescale(three_classes.phantoms, SIZE).astype(np.float64)
-    given = list(iter_refine(_subtomograms(three_classes), params, StartModel(references=references)))
-    off = list(iter_refine(_subtomograms(three_classes), replace(params, escape=0)))
-    no_iterations = list(iter_refine(_subtomograms(three_classes), replace(params, max_iter=0)))
+    given = list(iter_refine(three_classes.subtomograms(), params, StartModel(references=references)))
+    off = list(iter_refine(three_classes.subtomograms(), replace(params, escape=0)))
+    no_iterations = list(iter_refine(three_classes.subtomograms(), replace(params, max_iter=0)))
     assert [state.iteration for state in given] == [0, 1] == [state.iteration for state in off]
     assert [(state.iteration, state.startup_step) for state in no_iterations] == [(0, 0)]
 
@@ -321,7 +316,7 @@ def test_startup_updates_references_with_the_coverage_and_iterations_exactly(
 
     monkeypatch.setattr(refine, "impute_references", recorded)
     data = make_dataset(4, 2, 24, snr=1.0, seed=1)
-    list(iter_refine(_subtomograms(data), MLParams(n_classes=2, max_iter=2, ang_deg=40.0, escape=2, seed=1)))
+    list(iter_refine(data.subtomograms(), MLParams(n_classes=2, max_iter=2, ang_deg=40.0, escape=2, seed=1)))
     assert calls == [True, True, False, False]
 
 
@@ -336,7 +331,7 @@ def test_dont_impute_takes_the_thresholded_weighted_average_and_the_observed_noi
     """``--dont_impute``: each reference is ``S / W`` where ``W > --noimp_threshold`` and 0 elsewhere (not
     the imputed update, which keeps the old reference where few particles looked), and sigma^2 is the mean
     squared residual over the observed components only."""
-    data = _subtomograms(three_classes)
+    data = three_classes.subtomograms()
     params = MLParams(n_classes=3, max_iter=1, ang_deg=40.0, escape=0, dim=SIZE, noimp_threshold=2.0, seed=1)
     imputed, averaged = (
         list(iter_refine(data, replace(params, dont_impute=flag)))[-1] for flag in (False, True)
@@ -373,7 +368,7 @@ def test_filters_remove_the_power_beyond_the_resolution(option: str) -> None:
     data = make_dataset(12, 2, 32, snr=0.5, seed=2)
     params = MLParams(n_classes=2, max_iter=1, ang_deg=40.0, escape=0, dim=SIZE, seed=1)
     plain, filtered = (
-        list(iter_refine(_subtomograms(data), replace(params, **{option: on}))) for on in (0, 1)
+        list(iter_refine(data.subtomograms(), replace(params, **{option: on}))) for on in (0, 1)
     )
     if option == "filter_references":
         shells = filtered[-1].resolution_shell
@@ -390,5 +385,5 @@ def test_starting_sigma_is_the_noise_of_the_down_scaled_box(three_classes) -> No
     """The original kept --noise unchanged with --dim; the per-voxel noise of a box down-scaled by f is
     sigma f^1.5 (white noise keeps its power per Fourier component)."""
     params = MLParams(n_classes=3, max_iter=1, dim=SIZE, noise_sigma=2.0, escape=0, seed=1)
-    start = next(iter_refine(_subtomograms(three_classes), params))
+    start = next(iter_refine(three_classes.subtomograms(), params))
     assert start.sigma_noise == pytest.approx(2.0 * (SIZE / 32) ** 1.5)

@@ -29,8 +29,7 @@ def posed():
 
 
 def _subtomograms(data, angles=None, shifts=None) -> SubtomogramSet:
-    n = len(data.volumes)
-    return SubtomogramSet(data.volumes, (data.region,), np.zeros(n, dtype=np.intp), angles, shifts)
+    return SubtomogramSet(data.volumes, (data.region,), angles_deg=angles, shifts_px=shifts)
 
 
 def _posed_angles(state) -> np.ndarray:
@@ -40,7 +39,7 @@ def _posed_angles(state) -> np.ndarray:
 def test_dont_align_keeps_the_metadata_poses_and_only_classifies(posed) -> None:
     data = posed
     params = MLParams(n_classes=3, max_iter=8, dont_align=True, threads=2, chunk_size=8, seed=1)
-    state = run_refine(_subtomograms(data, data.angles_deg, data.shifts_px), params)
+    state = run_refine(data.subtomograms(with_poses=True), params)
     particles = state.stats.particles
     np.testing.assert_allclose(_posed_angles(state), data.angles_deg)
     np.testing.assert_allclose(particles.shifts_px / state.scale, data.shifts_px)
@@ -152,7 +151,7 @@ def test_mask_scales_the_starting_noise_by_its_rms_and_sym_applies_with_dont_ali
     data = posed
     mask = np.zeros((32,) * 3)
     mask[8:24, 8:24, 8:24] = 1.0  # 1/8 of the box, inside the sphere
-    subtomograms = _subtomograms(data, data.angles_deg, data.shifts_px)
+    subtomograms = data.subtomograms(with_poses=True)
     params = MLParams(n_classes=1, max_iter=1, dont_align=True, noise_sigma=2.0, symmetry="c4", seed=1)
     start, first = list(iter_refine(replace(subtomograms, focus_mask=mask), params))
     assert start.sigma_noise == pytest.approx(2.0 * np.sqrt(1 / 8))
@@ -167,7 +166,7 @@ def test_fixed_orientations_win_over_a_local_search_and_every_particle_has_a_nei
     data = posed
     params = MLParams(n_classes=3, max_iter=1, dont_rotate=True, ang_search_deg=30.0, threads=2, seed=1)
     start = StartModel(references=fourier_rescale(data.phantoms, 32).astype(np.float64))
-    state = run_refine(_subtomograms(data, data.angles_deg, data.shifts_px), params, start)
+    state = run_refine(data.subtomograms(with_poses=True), params, start)
     np.testing.assert_allclose(_posed_angles(state), data.angles_deg)
     window = orientation_grid(10.0, tiltF_deg=60.0)
     outside = local_neighbourhoods(window.angles_deg, np.array([[20.0, 90.0, 40.0]]), 10.0)

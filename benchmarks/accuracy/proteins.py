@@ -69,7 +69,7 @@ def params_for(argv: Sequence[str], **fixed: object) -> MLParams:
 
 def subtomograms(data: SyntheticDataset) -> SubtomogramSet:
     """The particles with their one missing region."""
-    return SubtomogramSet(data.volumes, (data.region,), np.zeros(len(data.volumes), dtype=np.intp))
+    return data.subtomograms()
 
 
 def refine(data: SyntheticDataset, params: MLParams, start: StartModel | None) -> Run:

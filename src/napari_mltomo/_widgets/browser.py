@@ -7,13 +7,10 @@ failure becomes one notification line (:func:`napari.utils.notifications.show_er
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
-from napari.utils.notifications import show_error
 from numpy.typing import NDArray
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -40,16 +37,16 @@ from napari_mltomo._layers import (
     remove_layers,
     show_layer,
 )
+from napari_mltomo._widgets._common import report_errors
 from napari_mltomo._widgets.plots import CurvePlot
 from napari_mltomo.core.views import align_to_reference, class_members
-from napari_mltomo.inputs import error_text
 from napari_mltomo.io import ANGLE_LABELS, SHIFT_LABELS, MetaData
 from napari_mltomo.io.results import IterationResults, RunResults, open_run, read_particles
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["ResultsBrowser", "report_errors"]
+__all__ = ["ResultsBrowser"]
 
 #: Particle table columns: header and the metadata label shown.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -59,21 +56,6 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 _ROW = Qt.ItemDataRole.UserRole  # the particle's row in the iteration's table
 _VALUE = Qt.ItemDataRole.UserRole + 1  # the number a cell sorts by
 _RESIZE_LIMIT = 2000  # fit the columns to their contents for tables up to this many rows
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def report_errors(action: _F) -> _F:
-    """Run a widget action; a file or value error becomes one notification line instead of a traceback."""
-
-    @functools.wraps(action)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return action(*args, **kwargs)
-        except (OSError, ValueError) as err:
-            show_error(error_text(err))
-            return None
-
-    return wrapper  # type: ignore[return-value]
 
 
 class _NumberItem(QTableWidgetItem):

@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_mltomo._layers import MASK_NAME, ROTATED_MASK_NAME, mask_layer, remove_layers, show_layer
-from napari_mltomo._widgets.browser import report_errors
+from napari_mltomo._widgets._common import report_errors
 from napari_mltomo.core.missing import REGION_KINDS, MissingRegion
 from napari_mltomo.core.views import missing_fraction, region_mask_volume, rotated_region_mask
 from napari_mltomo.inputs import run_missing_regions

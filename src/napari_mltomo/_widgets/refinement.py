@@ -38,7 +38,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_mltomo._layers import reference_layers, show_layer
-from napari_mltomo._widgets.browser import report_errors
+from napari_mltomo._widgets._common import report_errors
 from napari_mltomo._widgets.missing_viewer import MissingRegionViewer
 from napari_mltomo._widgets.plots import CurvePlot
 from napari_mltomo.core.params import ParameterError

@@ -27,6 +27,7 @@ from .missing import MissingRegion, region_masks
 from .phantoms import Atoms, make_near_symmetric_phantoms, make_phantoms, render_atoms
 from .sampling import random_orientations
 from .scores import adjusted_rand_index, class_orientation_errors_deg, orientation_errors_deg
+from .state import SubtomogramSet
 from .tilt_series import PIXEL_SIZE_A_AT_32, Acquisition, tilt_angles_deg, tilt_series_particles
 
 __all__ = [
@@ -75,6 +76,12 @@ class SyntheticDataset:
     angles_deg: NDArray[np.float64]
     shifts_px: NDArray[np.float64]
     region: MissingRegion
+
+    def subtomograms(self, with_poses: bool = False) -> SubtomogramSet:
+        """The particles as the engine takes them, all with :attr:`region`; with ``with_poses`` the true
+        angles and shifts come as their metadata."""
+        angles, shifts = (self.angles_deg, self.shifts_px) if with_poses else (None, None)
+        return SubtomogramSet(self.volumes, (self.region,), angles_deg=angles, shifts_px=shifts)
 
 
 def make_dataset(
