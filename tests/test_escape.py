@@ -12,7 +12,6 @@ from scipy.spatial.transform import Rotation
 
 from napari_mltomo.core.chunks import Dispatch
 from napari_mltomo.core.escape import AlignedClass, flip_groups, signal_weights, turned_proposal
-from napari_mltomo.core.estep import ParticleResults
 from napari_mltomo.core.fourier import frequency_radius, shift_phases
 from napari_mltomo.core.geometry import matrix_to_euler, rotate_volumes
 from napari_mltomo.core.missing import MissingRegion, region_masks
@@ -22,6 +21,7 @@ from napari_mltomo.core.regroup import ClassSample, merge_loss, split_gain, spli
 from napari_mltomo.core.rigid import RigidMove, near_symmetry, rotation_angle_deg
 from napari_mltomo.core.sampling import OrientationGrid, orientation_grid
 from napari_mltomo.core.setup import make_setup
+from napari_mltomo.core.stats import ParticleResults
 from napari_mltomo.core.synthetic import make_dataset, make_near_symmetric_phantoms
 from napari_mltomo.core.traps import escape_traps
 
