@@ -12,40 +12,31 @@ Computation (see ``docs/engine.md``):
 3. Pass 2 revisits only the (orientation, class) pairs whose peak is within ``significance`` of the
    particle's exact maximum, forms the weighted, shifted particle sums in Fourier space, adds them per
    (orientation, class, missing region, half set), and spreads each sum into the reference frame once,
-   by the exact adjoint of the rotation that built the bank.
+   by the exact adjoint of the rotation that built the bank (:mod:`napari_mltomo.core.backward`).
 
-The E-step's inputs are in :mod:`napari_mltomo.core.estep_inputs`, its outputs in
-:mod:`napari_mltomo.core.stats`.
+This module holds the two entry points (:func:`estep_chunk`, :func:`orientation_log_masses`), pass 1, the
+posterior weights pass 2 spreads and the ``--maxCC`` path. The correlation maps both passes are built on are
+in :mod:`napari_mltomo.core.correlation_maps`, the E-step's inputs in :mod:`napari_mltomo.core.estep_inputs`
+and its outputs in :mod:`napari_mltomo.core.stats`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft as sfft
 from numpy.typing import NDArray
 from scipy.special import logsumexp
 
+from .backward import WeightMaps, backward_pass
+from .correlation_maps import centred_spectra, correlations, rotated_blocks
 from .estep_inputs import EStepModel, ParticleChunk, ReferenceBank, RotatedReferences
 from .fourier import AXES3
-from .geometry import (
-    FourierStencil,
-    backproject,
-    centre_phase,
-    fourier_stencil,
-    oversampled_shape,
-    rotate_masks,
-)
 from .stats import ParticleResults, SufficientStats
 
 __all__ = ["estep_chunk", "orientation_log_masses"]
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
-#: Bytes of correlation maps handled together in one batched FFT: small enough that a block stays in
-#: cache through the reductions that follow (at N = 32, 24 maps ran 1.4x faster than 192).
-BATCH_BYTES = 3 * 2**20
 #: Log-weights are raised to at least this, relative to a map's top (pass 1) or to the particle's
 #: evidence (pass 2), so that ``exp`` never underflows: on underflowing values float32 ``exp`` ran 8x,
 #: dot products 6x and FFTs 1.6x slower (subnormals). The mass this adds, at most
@@ -89,7 +80,7 @@ def estep_chunk(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel) ->
     peak_max = summaries.peak.max(axis=(1, 2))
     significant = summaries.peak >= peak_max[:, None, None] + np.log(model.significance)
     weights_at = _posterior_weights(chunk, bank, model, log_norm + log_orientations)
-    sums, model_sums, coverage, class_weights = _backward(chunk, bank, model, significant, weights_at)
+    sums, model_sums, coverage, class_weights = backward_pass(chunk, bank, model, significant, weights_at)
     results = _particle_results(chunk, model, summaries, log_norm, peak_max, bank.size)
     return SufficientStats(
         sums=sums,
@@ -114,65 +105,6 @@ def orientation_log_masses(
     log_orientations = chunk.log_orientation_counts(allowed)
     summaries = _summarise_maps(chunk, bank, model, allowed, log_orientations, means=False)
     return logsumexp(summaries.log_mass, axis=2)
-
-
-def _maps_per_batch(n_classes: int, size: int) -> int:
-    """Correlation maps in about ``BATCH_BYTES`` (at least one per class)."""
-    return max(n_classes, BATCH_BYTES // (4 * size**3))
-
-
-def _rows_per_block(n_classes: int, size: int) -> int:
-    """Particles whose maps of every class fit in about ``BATCH_BYTES`` (at least one)."""
-    return max(1, _maps_per_batch(n_classes, size) // n_classes)
-
-
-def _map_batches(
-    allowed: NDArray[np.bool_], n_classes: int, size: int
-) -> list[tuple[NDArray[np.intp], slice]]:
-    """(particles, orientations) blocks of about ``BATCH_BYTES`` of correlation maps, orientation-major.
-
-    A block holds only the particles allowed some orientation of its batch; with every orientation
-    allowed, a batch spans several orientations when the chunk is small.
-    """
-    n_particles, n_orientations = allowed.shape
-    step = max(1, _maps_per_batch(n_classes, size) // (n_particles * n_classes))
-    group = max(1, _rows_per_block(n_classes, size) // step)
-    blocks = []
-    for a in range(0, n_orientations, step):
-        batch = slice(a, min(a + step, n_orientations))
-        rows = np.nonzero(allowed[:, batch].any(axis=1))[0]
-        blocks += [(rows[i : i + group], batch) for i in range(0, len(rows), group)]
-    return blocks
-
-
-def _rotated_blocks(
-    bank: ReferenceBank, allowed: NDArray[np.bool_]
-) -> Iterator[tuple[NDArray[np.intp], slice, RotatedReferences]]:
-    """The blocks of :func:`_map_batches` with their orientation batch's references, each batch
-    rotated once."""
-    current: tuple[slice, RotatedReferences] | None = None
-    for rows, batch in _map_batches(allowed, bank.n_classes, bank.size):
-        if current is None or current[0] != batch:
-            current = (batch, bank.rotated(batch))
-        yield rows, batch, current[1]
-
-
-def _correlations(
-    spectra: NDArray[np.complex64], conjugate_references: NDArray[np.complex64], size: int
-) -> NDArray[np.float32]:
-    """``CC[i, a, k](t) = sum_r x_i(r + t) b_ak(r)`` for all circular t: ``(n, b, K, N, N, N)``, indexed as
-    :attr:`~napari_mltomo.core.estep_inputs.EStepModel.log_prior` is, or centred on ``t = 0`` for
-    :func:`_centred_spectra`."""
-    product = spectra[:, None, None] * conjugate_references[None]
-    return sfft.irfftn(product, s=(size,) * 3, axes=AXES3, overwrite_x=True)
-
-
-def _centred_spectra(chunk: ParticleChunk, model: EStepModel, size: int) -> NDArray[np.complex64]:
-    """The particles' spectra over ``sigma**2``, phase-shifted so that their correlation maps come out
-    centred on the zero translation (index ``N//2``): the maps are then log-weights up to the prior and
-    a constant, and the prior's :class:`~napari_mltomo.core.estep_inputs.TranslationWindow` is one box of
-    them."""
-    return chunk.spectra * (centre_phase(size) / np.float32(model.sigma_noise**2))
 
 
 def _half_power_sum(
@@ -207,10 +139,10 @@ def _summarise_maps(
     out = {name: np.zeros(shape) for name in ("log_mass", "peak", "mean_residual", "mean_shift_sq")}
     best_shift = np.zeros(shape, dtype=np.intp)
     window = model.translations
-    centred = _centred_spectra(chunk, model, bank.size)
+    centred = centred_spectra(chunk, model, bank.size)
     shift_sq = window.shift_sq.ravel()
-    for rows, batch, rotated in _rotated_blocks(bank, allowed):
-        maps = _correlations(centred[rows], rotated.conjugate_spectra, bank.size)[window.box]
+    for rows, batch, rotated in rotated_blocks(bank, allowed):
+        maps = correlations(centred[rows], rotated.conjugate_spectra, bank.size)[window.box]
         log_weights = (maps + window.log_prior).reshape(*maps.shape[:3], -1)  # correlations over sigma**2
         best = log_weights.argmax(axis=-1)
         best_shift[rows, batch] = window.circular_index[best]
@@ -270,21 +202,16 @@ def _shifts_px(shift_index: NDArray[np.intp], size: int) -> NDArray[np.float64]:
     return -(translation - size // 2)[:, ::-1].astype(np.float64)  # (z, y, x) -> (x, y, z)
 
 
-#: ``weights_at(rows, rotated)``: the translation weights of particles ``rows`` against the references
-#: ``rotated`` into one orientation, ``(len(rows), K, N, N, N)`` float32.
-WeightMaps = Callable[[NDArray[np.intp], RotatedReferences], NDArray[np.float32]]
-
-
 def _posterior_weights(
     chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel, log_evidence: NDArray[np.float64]
 ) -> WeightMaps:
     """The posterior weights of pass 2, recomputed from the correlation maps; ``log_evidence`` is each
     particle's log normaliser without the orientation prior."""
     window = model.translations
-    centred = _centred_spectra(chunk, model, bank.size)
+    centred = centred_spectra(chunk, model, bank.size)
 
     def weights_at(rows: NDArray[np.intp], rotated: RotatedReferences) -> NDArray[np.float32]:
-        maps = _correlations(centred[rows], rotated.conjugate_spectra, bank.size)[:, 0]
+        maps = correlations(centred[rows], rotated.conjugate_spectra, bank.size)[:, 0]
         half_sum = _half_power_sum(chunk, rotated.norms, rows)[:, 0]
         offset = _log_weight_constant(half_sum, 0.0, model) - log_evidence[rows, None]
         log_weights = maps[window.box] + window.log_prior
@@ -297,54 +224,6 @@ def _posterior_weights(
         return np.fft.ifftshift(weights, axes=AXES3)
 
     return weights_at
-
-
-def _backward(
-    chunk: ParticleChunk,
-    bank: ReferenceBank,
-    model: EStepModel,
-    significant: NDArray[np.bool_],
-    weights_at: WeightMaps,
-) -> tuple[NDArray[np.complex128], NDArray[np.complex128], NDArray[np.float64], NDArray[np.float64]]:
-    """Pass 2: weighted, shifted particle sums per group, spread into the reference frame once.
-
-    Returns the sums and the model sums (see :class:`SufficientStats`), the coverage and the class
-    weights.
-    """
-    n_classes = bank.n_classes
-    n_regions = len(model.region_masks)
-    half = model.region_masks.shape[1:]
-    fine = oversampled_shape(bank.size)
-    data_spread = np.zeros((2, n_classes, *fine), dtype=np.complex128)
-    model_spread = np.zeros((n_classes, *fine), dtype=np.complex128)
-    coverage = np.zeros((2, n_classes, *half))
-    class_weights = np.zeros(n_classes)
-    group = chunk.regions * 2 + chunk.halves  # (n,) -> (region, half) pair
-    one_hot = np.zeros((2 * n_regions, len(chunk)))
-    one_hot[group, np.arange(len(chunk))] = 1.0
-    block = _rows_per_block(n_classes, bank.size)
-    for a in np.nonzero(significant.any(axis=(0, 2)))[0]:
-        members = np.nonzero(significant[:, a].any(axis=1))[0]
-        forward = bank.forward(bank.matrices[a])
-        rotated = bank.rotated_by(forward)
-        grouped = np.zeros((2 * n_regions, n_classes, *half), dtype=np.complex128)
-        masses = np.zeros((2 * n_regions, n_classes))
-        for start in range(0, len(members), block):  # a few maps at a time, however many particles
-            rows = members[start : start + block]
-            weights = weights_at(rows, rotated)
-            weights *= significant[rows, a][..., None, None, None]
-            weight_spectra = sfft.rfftn(weights, axes=AXES3)
-            shifted = chunk.spectra[rows, None] * weight_spectra.conj()  # (r, K, half)
-            grouped += np.einsum("gr,rk...->gk...", one_hot[:, rows], shifted.astype(np.complex128))
-            masses += one_hot[:, rows] @ weights.sum(axis=(2, 3, 4), dtype=np.float64)  # (2R, K)
-        class_weights += masses.sum(axis=0)
-        _spread_orientation(
-            data_spread, model_spread, grouped, masses, rotated.conjugate_spectra[0], forward, model
-        )
-        _add_coverage(coverage, masses, fourier_stencil(bank.matrices[a], bank.size), model)
-    sums = sfft.rfftn(backproject(data_spread, bank.size), axes=AXES3)
-    model_sums = sfft.rfftn(backproject(model_spread, bank.size), axes=AXES3)
-    return sums, model_sums, coverage, class_weights
 
 
 def _estep_max_cc(
@@ -364,7 +243,7 @@ def _estep_max_cc(
         weights[np.arange(len(members)), classes[members], shift_index[members]] = 1.0
         return weights.reshape(len(members), n_classes, *(bank.size,) * 3)
 
-    sums, model_sums, coverage, class_weights = _backward(chunk, bank, model, significant, weights_at)
+    sums, model_sums, coverage, class_weights = backward_pass(chunk, bank, model, significant, weights_at)
     best = correlation[rows, orientations, classes]
     results = ParticleResults(
         chunk.indices, classes, orientations, _shifts_px(shift_index, bank.size), best, np.zeros(n)
@@ -393,8 +272,8 @@ def _correlation_peaks(
     correlation = np.full(shape, -np.inf)
     best_shift = np.zeros(shape, dtype=np.intp)
     excluded = ~np.isfinite(model.log_prior.ravel())
-    for rows, batch, rotated in _rotated_blocks(bank, allowed):
-        maps = _correlations(chunk.spectra[rows], rotated.conjugate_spectra, bank.size)
+    for rows, batch, rotated in rotated_blocks(bank, allowed):
+        maps = correlations(chunk.spectra[rows], rotated.conjugate_spectra, bank.size)
         maps = maps.reshape(*maps.shape[:3], -1)
         maps[..., excluded] = -np.inf
         best = maps.argmax(axis=-1)
@@ -405,43 +284,3 @@ def _correlation_peaks(
         correlation[rows, batch] = np.divide(peak, scale, out=np.full_like(peak, -np.inf), where=scale > 0)
     correlation[~allowed] = -np.inf
     return correlation, best_shift
-
-
-def _spread_orientation(
-    data_spread: NDArray[np.complex128],
-    model_spread: NDArray[np.complex128],
-    grouped: NDArray[np.complex128],
-    masses: NDArray[np.float64],
-    conjugate_references: NDArray[np.complex64],
-    forward: FourierStencil,
-    model: EStepModel,
-) -> None:
-    """Spread one orientation's (region, half) particle sums, and the references as the particles see
-    them (``sum_i w_i M_i A_a``), into the reference frame by the adjoint of the bank's rotation.
-
-    ``grouped`` is ``(2R, K, N, N, N//2+1)``, indexed by ``2 * region + half``; ``masses`` ``(2R, K)``.
-    """
-    for g in np.nonzero(masses.any(axis=1))[0]:
-        forward.spread(grouped[g], data_spread[g % 2])
-    region_mass = masses.reshape(-1, 2, masses.shape[1]).sum(axis=1)  # (R, K)
-    seen = np.einsum("mk,mzyx->kzyx", region_mass, model.region_masks.astype(np.float64))
-    forward.spread(seen * np.conj(conjugate_references), model_spread)
-
-
-def _add_coverage(
-    coverage: NDArray[np.float64], masses: NDArray[np.float64], stencil: FourierStencil, model: EStepModel
-) -> None:
-    """Add one orientation's observed-region masks, weighted by the groups' masses, in the reference frame
-    (``stencil`` rotates from the particle's frame to the reference's).
-
-    The masks are rotated by the same Fourier-space interpolation as the references, so the coverage
-    matches the data at the edges of each missing region.
-    """
-    live = np.nonzero(masses.any(axis=1))[0]
-    present = np.unique(live // 2)
-    rotated = dict(
-        zip(present.tolist(), rotate_masks(model.oversampled_region_masks[present], stencil), strict=True)
-    )
-    for g in live:
-        region, half = divmod(int(g), 2)
-        coverage[half] += masses[g][:, None, None, None] * rotated[region]

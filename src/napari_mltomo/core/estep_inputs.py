@@ -114,8 +114,8 @@ def _masked_norms(spectra: NDArray, masks: NDArray[np.bool_], size: int) -> NDAr
 @dataclass(frozen=True)
 class TranslationWindow:
     """The translations a prior allows, as a box of correlation maps centred on the zero translation
-    (index ``N//2``, as :func:`~napari_mltomo.core.estep._centred_spectra` gives them): the only part of a
-    map the passes read.
+    (index ``N//2``, as :func:`~napari_mltomo.core.correlation_maps.centred_spectra` gives them): the only
+    part of a map the passes read.
 
     With the default prior (standard deviation 3 pixels, 6 of them each way) a 64-voxel map is read on
     a 37-voxel box, a fifth of it; a smaller box or a wider prior is read whole.
