@@ -44,7 +44,7 @@ import numpy as np
 import scipy.fft as sfft
 from numpy.typing import NDArray
 
-from napari_mltomo.core.estep import EStepModel, ParticleChunk, translation_log_prior
+from napari_mltomo.core.estep_inputs import EStepModel, ParticleChunk, translation_log_prior
 from napari_mltomo.core.params import MLParams
 from napari_mltomo.core.refine import MLState, StartModel, SubtomogramSet, iter_refine
 from napari_mltomo.core.search import AdaptiveSearch, iteration_search

@@ -45,18 +45,13 @@ from numpy.typing import NDArray
 
 from napari_mltomo.compute import local_cluster
 from napari_mltomo.core.chunks import MAX_AUTO_CHUNK, pairwise_sum
-from napari_mltomo.core.estep import (
-    BATCH_BYTES,
-    EStepModel,
-    ParticleChunk,
-    ReferenceBank,
-    SufficientStats,
-    estep_chunk,
-    translation_log_prior,
-)
+from napari_mltomo.core.correlation_maps import BATCH_BYTES
+from napari_mltomo.core.estep import estep_chunk
+from napari_mltomo.core.estep_inputs import EStepModel, ParticleChunk, ReferenceBank, translation_log_prior
 from napari_mltomo.core.fourier import resolution_masks
 from napari_mltomo.core.geometry import rotate_volumes
 from napari_mltomo.core.sampling import orientation_grid
+from napari_mltomo.core.stats import SufficientStats
 from napari_mltomo.core.synthetic import make_dataset
 
 AXES = (-3, -2, -1)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import scipy.fft as sfft
 
-from napari_mltomo.core.estep import EStepModel, ParticleChunk, estep_chunk, translation_log_prior
+from napari_mltomo.core.estep import estep_chunk
+from napari_mltomo.core.estep_inputs import EStepModel, ParticleChunk, translation_log_prior
 from napari_mltomo.core.params import MLParams, ParameterError
 from napari_mltomo.core.refine import StartModel, run_refine
 from napari_mltomo.core.search import adaptive_reach, grids, holding_mass, iteration_search

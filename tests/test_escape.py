@@ -11,24 +11,17 @@ import scipy.fft as sfft
 from scipy.spatial.transform import Rotation
 
 from napari_mltomo.core.chunks import Dispatch
-from napari_mltomo.core.escape import (
-    AlignedClass,
-    RigidMove,
-    flip_groups,
-    near_symmetry,
-    rotation_angle_deg,
-    signal_weights,
-    turned_proposal,
-)
-from napari_mltomo.core.estep import ParticleResults
+from napari_mltomo.core.escape import AlignedClass, flip_groups, signal_weights, turned_proposal
 from napari_mltomo.core.fourier import frequency_radius, shift_phases
 from napari_mltomo.core.geometry import matrix_to_euler, rotate_volumes
 from napari_mltomo.core.missing import MissingRegion, region_masks
 from napari_mltomo.core.params import MLParams
 from napari_mltomo.core.refine import MLState, StartModel, SubtomogramSet, iter_refine
 from napari_mltomo.core.regroup import ClassSample, merge_loss, split_gain, split_groups
+from napari_mltomo.core.rigid import RigidMove, near_symmetry, rotation_angle_deg
 from napari_mltomo.core.sampling import OrientationGrid, orientation_grid
 from napari_mltomo.core.setup import make_setup
+from napari_mltomo.core.stats import ParticleResults
 from napari_mltomo.core.synthetic import make_dataset, make_near_symmetric_phantoms
 from napari_mltomo.core.traps import escape_traps
 

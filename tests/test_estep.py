@@ -12,18 +12,13 @@ import pytest
 import scipy.fft as sfft
 from scipy.special import logsumexp
 
-from napari_mltomo.core.estep import (
-    EStepModel,
-    ParticleChunk,
-    ReferenceBank,
-    SufficientStats,
-    estep_chunk,
-    translation_log_prior,
-)
+from napari_mltomo.core.estep import estep_chunk
+from napari_mltomo.core.estep_inputs import EStepModel, ParticleChunk, ReferenceBank, translation_log_prior
 from napari_mltomo.core.fourier import fourier_rescale, resolution_masks
 from napari_mltomo.core.geometry import euler_to_matrix, rotate_volumes
 from napari_mltomo.core.missing import MissingRegion
 from napari_mltomo.core.sampling import orientation_grid
+from napari_mltomo.core.stats import SufficientStats
 from napari_mltomo.core.synthetic import adjusted_rand_index, make_dataset, make_phantoms
 
 SIZE = 16

@@ -7,7 +7,7 @@ import pytest
 import scipy.fft as sfft
 from scipy.spatial.transform import Rotation
 
-from napari_mltomo.core.estep import translation_log_prior
+from napari_mltomo.core.estep_inputs import translation_log_prior
 from napari_mltomo.core.fourier import (
     fourier_rescale,
     fsc,

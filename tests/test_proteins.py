@@ -8,11 +8,11 @@ import pytest
 import scipy.fft as sfft
 from scipy.spatial.transform import Rotation
 
-from napari_mltomo.core.escape import near_symmetry, rotation_angle_deg
 from napari_mltomo.core.fourier import frequency_radius
 from napari_mltomo.core.geometry import euler_to_matrix, matrix_to_euler
 from napari_mltomo.core.params import MLParams
 from napari_mltomo.core.refine import StartModel, SubtomogramSet, iter_refine
+from napari_mltomo.core.rigid import near_symmetry, rotation_angle_deg
 from napari_mltomo.core.sampling import orientation_grid
 from napari_mltomo.core.synthetic import Atoms, render_atoms
 from napari_mltomo.protein_sets import ProteinSet, read_atoms, score_classes, true_averages

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import scipy.fft as sfft
 
-from napari_mltomo.core.estep import ParticleResults, SufficientStats
 from napari_mltomo.core.fourier import fourier_rescale, frequency_radius, resolution_masks
 from napari_mltomo.core.mstep import (
     impute_references,
@@ -30,6 +29,7 @@ from napari_mltomo.core.refine import (
     run_refine,
 )
 from napari_mltomo.core.startup import STARTUP_SIZE, STARTUP_TEMPERATURE
+from napari_mltomo.core.stats import ParticleResults, SufficientStats
 from napari_mltomo.core.synthetic import adjusted_rand_index, make_dataset, orientation_errors_deg
 
 SIZE = 16

@@ -21,13 +21,8 @@ from napari_mltomo.core.chunks import (
     pairwise_sum,
     sum_chunks,
 )
-from napari_mltomo.core.estep import (
-    EStepModel,
-    ParticleChunk,
-    ReferenceBank,
-    estep_chunk,
-    translation_log_prior,
-)
+from napari_mltomo.core.estep import estep_chunk
+from napari_mltomo.core.estep_inputs import EStepModel, ParticleChunk, ReferenceBank, translation_log_prior
 from napari_mltomo.core.fourier import resolution_masks
 from napari_mltomo.core.params import MLParams
 from napari_mltomo.core.refine import SubtomogramSet

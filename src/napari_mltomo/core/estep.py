@@ -3,7 +3,7 @@
 Computation (see ``docs/engine.md``):
 
 1. References are rotated into each orientation once per chunk of particles, one orientation batch
-   at a time (:class:`ReferenceBank`), not once per particle.
+   at a time (:class:`~napari_mltomo.core.estep_inputs.ReferenceBank`), not once per particle.
 2. Pass 1 correlates each particle with every rotated reference over all circular translations with
    one batched inverse real FFT per orientation batch (the maps centred on the zero translation, read
    only on the box of translations the prior allows), and summarises every correlation map by its
@@ -12,405 +12,36 @@ Computation (see ``docs/engine.md``):
 3. Pass 2 revisits only the (orientation, class) pairs whose peak is within ``significance`` of the
    particle's exact maximum, forms the weighted, shifted particle sums in Fourier space, adds them per
    (orientation, class, missing region, half set), and spreads each sum into the reference frame once,
-   by the exact adjoint of the rotation that built the bank.
+   by the exact adjoint of the rotation that built the bank (:mod:`napari_mltomo.core.backward`).
+
+This module holds the two entry points (:func:`estep_chunk`, :func:`orientation_log_masses`), pass 1, the
+posterior weights pass 2 spreads and the ``--maxCC`` path. The correlation maps both passes are built on are
+in :mod:`napari_mltomo.core.correlation_maps`, the E-step's inputs in :mod:`napari_mltomo.core.estep_inputs`
+and its outputs in :mod:`napari_mltomo.core.stats`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from functools import cached_property
-from types import EllipsisType
+from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft as sfft
 from numpy.typing import NDArray
 from scipy.special import logsumexp
 
-from .fourier import AXES3, half_grid_weights, parseval_norms
-from .geometry import (
-    FourierStencil,
-    backproject,
-    centre_phase,
-    fourier_stencil,
-    frequency_major,
-    oversampled_masks,
-    oversampled_shape,
-    oversampled_spectra,
-    rotate_masks,
-    zero_outside_sphere,
-)
-from .missing import MissingRegion, region_masks
+from .backward import WeightMaps, backward_pass
+from .correlation_maps import centred_spectra, correlations, rotated_blocks
+from .estep_inputs import EStepModel, ParticleChunk, ReferenceBank, RotatedReferences
+from .fourier import AXES3
+from .stats import ParticleResults, SufficientStats
 
-__all__ = [
-    "EStepModel",
-    "ParticleChunk",
-    "ParticleResults",
-    "ReferenceBank",
-    "SufficientStats",
-    "TranslationWindow",
-    "estep_chunk",
-    "orientation_log_masses",
-    "translation_log_prior",
-]
+__all__ = ["estep_chunk", "orientation_log_masses"]
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
-#: Bytes of correlation maps handled together in one batched FFT: small enough that a block stays in
-#: cache through the reductions that follow (at N = 32, 24 maps ran 1.4x faster than 192).
-BATCH_BYTES = 3 * 2**20
 #: Log-weights are raised to at least this, relative to a map's top (pass 1) or to the particle's
 #: evidence (pass 2), so that ``exp`` never underflows: on underflowing values float32 ``exp`` ran 8x,
 #: dot products 6x and FFTs 1.6x slower (subnormals). The mass this adds, at most
 #: ``N**3 e**-80`` of the top weight, is far below float32 resolution.
 LOG_WEIGHT_FLOOR = np.float32(-80.0)
-
-
-@dataclass(frozen=True)
-class RotatedReferences:
-    """The references in a batch of orientations: ``(b, K, N, N, N//2+1)`` conjugate spectra and
-    ``(b, K, R)`` squared norms inside each missing region."""
-
-    conjugate_spectra: NDArray[np.complex64]
-    norms: NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class ReferenceBank:
-    """References rotated into each orientation of a list, as half-grid spectra, built on demand.
-
-    ``rotated(batch).conjugate_spectra[a, k]`` is the complex conjugate of the spectrum of
-    ``Rot[A_a^T] A_k``, rotated in Fourier space on a 2x oversampled grid
-    (:func:`~napari_mltomo.core.geometry.fourier_stencil`); ``norms[a, k, m]`` is its squared real-space
-    norm inside missing region ``m`` (Parseval). Only the oversampled spectra of the ``K`` references
-    are kept, frequency-major (each interpolation corner is read for every class at once), so a bank
-    costs the same whatever the number of orientations, and a chunk of particles holds one batch of
-    rotated references at a time.
-
-    Parameters
-    ----------
-    references : (K, N, N, N) ndarray of float
-    matrices : (n_ang, 3, 3) ndarray
-        The orientations ``A_a`` (particle -> reference).
-    region_masks : (R, N, N, N//2+1) ndarray of bool
-        Observed components of each missing region in the particle's own frame.
-    """
-
-    references: NDArray[np.float64]
-    matrices: NDArray[np.float64]
-    region_masks: NDArray[np.bool_]
-    columns: NDArray[np.complex64] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        inside, _ = zero_outside_sphere(self.references)
-        spectra = oversampled_spectra(inside.astype(np.float32))
-        object.__setattr__(self, "columns", frequency_major(spectra))
-
-    def rotated(self, orientations: slice) -> RotatedReferences:
-        """The references in orientations ``orientations``."""
-        matrices = self.matrices[orientations]
-        spectra = np.empty((len(matrices), self.n_classes, *self.region_masks.shape[1:]), np.complex64)
-        for a, matrix in enumerate(matrices):
-            spectra[a] = self.forward(matrix).apply_columns(self.columns, conjugate=True)
-        return RotatedReferences(spectra, _masked_norms(spectra, self.region_masks, self.size))
-
-    def rotated_by(self, forward: FourierStencil) -> RotatedReferences:
-        """The references in the one orientation whose stencil (:meth:`forward`) is ``forward``."""
-        spectra = forward.apply_columns(self.columns, conjugate=True)[None]
-        return RotatedReferences(spectra, _masked_norms(spectra, self.region_masks, self.size))
-
-    def forward(self, matrix: NDArray[np.float64]) -> FourierStencil:
-        """The stencil that turns the references into orientation ``matrix``: ``Rot[matrix^T]``."""
-        return fourier_stencil(matrix.T, self.size)
-
-    @property
-    def size(self) -> int:
-        """Box size ``N``."""
-        return int(self.references.shape[-1])
-
-    @property
-    def n_classes(self) -> int:
-        """Number of references ``K``."""
-        return int(self.references.shape[0])
-
-    def __len__(self) -> int:
-        return len(self.matrices)
-
-
-def _masked_norms(spectra: NDArray, masks: NDArray[np.bool_], size: int) -> NDArray[np.float64]:
-    """``norms[a, k, m] = sum_r (F^-1[M_m F_ak])**2`` by Parseval on the half grid."""
-    weighted = (masks * half_grid_weights(size)).reshape(len(masks), -1) / size**3
-    power = spectra.real.astype(np.float64) ** 2 + spectra.imag.astype(np.float64) ** 2
-    return (power.reshape(-1, weighted.shape[1]) @ weighted.T).reshape(*spectra.shape[:2], -1)
-
-
-@dataclass(frozen=True)
-class TranslationWindow:
-    """The translations a prior allows, as a box of correlation maps centred on the zero translation
-    (index ``N//2``, as :func:`_centred_spectra` gives them): the only part of a map the passes read.
-
-    With the default prior (standard deviation 3 pixels, 6 of them each way) a 64-voxel map is read on
-    a 37-voxel box, a fifth of it; a smaller box or a wider prior is read whole.
-
-    Attributes
-    ----------
-    box : tuple
-        The box as an index of ``(..., N, N, N)`` arrays: ``(..., z, y, x)`` slices.
-    log_prior, shift_sq : ndarray of float32
-        ``log P(t)`` and ``|t|**2`` on the box.
-    circular_index : (box size,) ndarray of int
-        Flat index of each box voxel (C order) in the circular maps of :attr:`EStepModel.log_prior`.
-    """
-
-    box: tuple[EllipsisType, slice, slice, slice]
-    log_prior: NDArray[np.float32]
-    shift_sq: NDArray[np.float32]
-    circular_index: NDArray[np.intp]
-
-    @classmethod
-    def of(cls, log_prior: NDArray[np.float32], shift_sq: NDArray[np.float32]) -> TranslationWindow:
-        """The window of a circular prior and its ``|t|**2`` (:func:`translation_log_prior`)."""
-        centred = np.fft.fftshift(log_prior)
-        allowed = np.isfinite(centred)
-        box = (
-            ...,
-            *(
-                slice(int(inside[0]), int(inside[-1]) + 1)
-                for inside in (np.nonzero(allowed.any(axis=other))[0] for other in ((1, 2), (0, 2), (0, 1)))
-            ),
-        )
-        circular_index = np.fft.fftshift(np.arange(log_prior.size).reshape(log_prior.shape))
-        return cls(box, centred[box], np.fft.fftshift(shift_sq)[box], circular_index[box].ravel())
-
-
-@dataclass(frozen=True)
-class EStepModel:
-    """Model parameters the E-step needs, fixed for one iteration.
-
-    Attributes
-    ----------
-    log_fractions : (K,) ndarray
-        ``log alpha_k`` (``-inf`` for empty classes).
-    sigma_noise : float
-        White-noise standard deviation per voxel (real-space units).
-    log_prior : (N, N, N) ndarray of float32
-        ``log P(t)`` of the circular translation at each index of a correlation map (``-inf`` where
-        excluded).
-    shift_sq : (N, N, N) ndarray of float32
-        ``|t|**2`` at each index.
-    regions : tuple of MissingRegion
-        The missing regions; empty if the data have none.
-    within_resolution : (N, N, N//2+1) ndarray of bool
-        Components used at all: within ``--maxres``, DC excluded.
-    significance : float
-        Relative weight below which an (orientation, class) pair is skipped in the backward pass.
-    max_cc : bool
-        Constrained cross-correlation (``--maxCC``) instead of ML: each particle goes, with weight 1,
-        to its (orientation, class, shift) of highest normalised correlation, over the shifts the
-        translation prior allows (unweighted).
-    """
-
-    log_fractions: NDArray[np.float64]
-    sigma_noise: float
-    log_prior: NDArray[np.float32]
-    shift_sq: NDArray[np.float32]
-    regions: tuple[MissingRegion, ...]
-    within_resolution: NDArray[np.bool_]
-    significance: float = 1e-8
-    max_cc: bool = False
-
-    @cached_property
-    def translations(self) -> TranslationWindow:
-        """The box of translations the prior allows (:class:`TranslationWindow`)."""
-        return TranslationWindow.of(self.log_prior, self.shift_sq)
-
-    @cached_property
-    def region_masks(self) -> NDArray[np.bool_]:
-        """Observed components of each region in the particle's own frame, ``(R, N, N, N//2+1)``."""
-        size = self.within_resolution.shape[0]
-        return region_masks(self.regions, size, self.within_resolution)[0]
-
-    @cached_property
-    def oversampled_region_masks(self) -> NDArray[np.complexfloating]:
-        """:func:`~napari_mltomo.core.geometry.oversampled_masks` of each region, ``(R, 2N, 2N, N+1)``."""
-        return oversampled_masks(self.region_masks.astype(np.float64))
-
-    @cached_property
-    def observed_counts(self) -> NDArray[np.float64]:
-        """Number of observed components of each region on the full grid, ``(R,)``."""
-        size = self.region_masks.shape[1]
-        return np.einsum("mzyx,x->m", self.region_masks.astype(np.float64), half_grid_weights(size))
-
-
-@dataclass(frozen=True)
-class ParticleChunk:
-    """Prepared particles: observed half-grid spectra and bookkeeping.
-
-    Attributes
-    ----------
-    indices : (n,) ndarray of int
-        Positions of the particles in the data set.
-    spectra : (n, N, N, N//2+1) ndarray of complex64
-        ``rfftn`` of each particle times its missing-region mask.
-    regions : (n,) ndarray of int
-        0-based missing-region index of each particle.
-    halves : (n,) ndarray of int
-        Random half-set (0 or 1) of each particle for this iteration.
-    allowed : (n, n_ang) ndarray of bool, optional
-        The orientations of the bank each particle is scored against (local searches, fixed
-        orientations, the fine pass of an adaptive search); every orientation if omitted.
-    orientation_count : (n,) ndarray of float, optional
-        The number of orientations each particle's uniform orientation prior spreads over:
-        ``allowed[i].sum()`` if omitted. An adaptive search gives the whole grid, so that the
-        orientations it does not score keep their share of the prior.
-    """
-
-    indices: NDArray[np.intp]
-    spectra: NDArray[np.complex64]
-    regions: NDArray[np.intp]
-    halves: NDArray[np.intp]
-    allowed: NDArray[np.bool_] | None = None
-    orientation_count: NDArray[np.float64] | None = None
-
-    def allowed_in(self, bank: ReferenceBank) -> NDArray[np.bool_]:
-        """``allowed``, or every orientation of ``bank``: ``(n, len(bank))``."""
-        if self.allowed is None:
-            return np.ones((len(self), len(bank)), dtype=bool)
-        if self.allowed.shape != (len(self), len(bank)) or not self.allowed.any(axis=1).all():
-            raise ValueError(f"allowed must be ({len(self)}, {len(bank)}) with a True in every row")
-        return self.allowed
-
-    def log_orientation_counts(self, allowed: NDArray[np.bool_]) -> NDArray[np.float64]:
-        """``log`` of :attr:`orientation_count` (of ``allowed[i].sum()`` by default), ``(n,)``."""
-        count = allowed.sum(axis=1) if self.orientation_count is None else self.orientation_count
-        return np.log(count)
-
-    @cached_property
-    def power(self) -> NDArray[np.float64]:
-        """``xi_i``: squared real-space norm of each observed particle, ``(n,)``."""
-        return parseval_norms(self.spectra, self.spectra.shape[-2])
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-@dataclass(frozen=True)
-class ParticleResults:
-    """Per-particle outcome of an E-step (rows in the order of ``indices``)."""
-
-    indices: NDArray[np.intp]
-    classes: NDArray[np.intp]
-    orientations: NDArray[np.intp]
-    shifts_px: NDArray[np.float64]  # (n, 3) x, y, z in internal pixels: particle(q) = ref(A(q + s))
-    pmax: NDArray[np.float64]
-    log_likelihood: NDArray[np.float64]
-
-    @classmethod
-    def concatenate(cls, parts: list[ParticleResults]) -> ParticleResults:
-        """Rows of several results, sorted by particle index."""
-        merged = {
-            name: np.concatenate([getattr(p, name) for p in parts])
-            for name in (
-                "indices",
-                "classes",
-                "orientations",
-                "shifts_px",
-                "pmax",
-                "log_likelihood",
-            )
-        }
-        order = np.argsort(merged["indices"], kind="stable")
-        return cls(**{name: values[order] for name, values in merged.items()})
-
-
-@dataclass(frozen=True)
-class SufficientStats:
-    """Additive statistics of an E-step; chunks combine with ``+``.
-
-    Attributes
-    ----------
-    sums : (2, K, N, N, N//2+1) ndarray of complex128
-        Per half set and class, the spectrum of the weighted sum of aligned particles (reference frame),
-        taken by the exact adjoint of the bank's rotation.
-    model_sums : (K, N, N, N//2+1) ndarray of complex128
-        Per class, the same sum with each particle replaced by the current reference as that particle
-        sees it (rotated, masked): ``sums - model_sums`` is the gradient of the likelihood's bound.
-    coverage : (2, K, N, N, N//2+1) ndarray of float64
-        Per half set and class, the weighted sum of rotated observed-region masks.
-    class_weights : (K,) ndarray of float64
-        Posterior mass of each class (significant pairs).
-    noise_sum, offset_sum, pmax_sum, log_likelihood : float
-        ``sum_i 2 E[d]``, ``sum_i E[|t|**2]``, ``sum_i Pmax_i`` and ``sum_i LL_i``.
-    observed_components : float
-        ``sum_i n_m(i)``: observed Fourier components of the particles (full grid, particle frame).
-    particles : ParticleResults
-    """
-
-    sums: NDArray[np.complex128]
-    model_sums: NDArray[np.complex128]
-    coverage: NDArray[np.float64]
-    class_weights: NDArray[np.float64]
-    noise_sum: float
-    offset_sum: float
-    pmax_sum: float
-    log_likelihood: float
-    observed_components: float
-    particles: ParticleResults
-
-    def __add__(self, other: SufficientStats) -> SufficientStats:
-        return SufficientStats(
-            sums=self.sums + other.sums,
-            model_sums=self.model_sums + other.model_sums,
-            coverage=self.coverage + other.coverage,
-            class_weights=self.class_weights + other.class_weights,
-            noise_sum=self.noise_sum + other.noise_sum,
-            offset_sum=self.offset_sum + other.offset_sum,
-            pmax_sum=self.pmax_sum + other.pmax_sum,
-            log_likelihood=self.log_likelihood + other.log_likelihood,
-            observed_components=self.observed_components + other.observed_components,
-            particles=ParticleResults.concatenate([self.particles, other.particles]),
-        )
-
-    @property
-    def n_particles(self) -> int:
-        """Number of particles summed."""
-        return len(self.particles.indices)
-
-
-def translation_log_prior(
-    size: int, sigma_px: float, limit_px: float = -1.0
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Log of the Gaussian translation prior at each index of a circular correlation map.
-
-    Parameters
-    ----------
-    size : int
-        Box size ``N``; index ``j`` of an axis is the translation ``((j + N//2) mod N) - N//2``.
-    sigma_px : float
-        Standard deviation of the isotropic 3D Gaussian prior (internal pixels); ``<= 1e-6`` means
-        no translation.
-    limit_px : float
-        If ``>= 0``, translations longer than this are excluded and the prior is renormalised.
-
-    Returns
-    -------
-    log_prior, shift_sq : (N, N, N) ndarray of float32
-        ``log P(t)`` (``-inf`` where excluded) and ``|t|**2``.
-    """
-    axis = (np.arange(size) + size // 2) % size - size // 2
-    tz, ty, tx = np.meshgrid(axis, axis, axis, indexing="ij")
-    shift_sq = (tx**2 + ty**2 + tz**2).astype(np.float64)
-    if sigma_px <= 1e-6:
-        log_prior = np.where(shift_sq == 0, 0.0, -np.inf)
-        return log_prior.astype(np.float32), shift_sq.astype(np.float32)
-    width = min(size, 2 * int(np.ceil(6 * sigma_px)) + 1)
-    low, high = -(width // 2), width - 1 - width // 2
-    inside = np.all([(t >= low) & (t <= high) for t in (tx, ty, tz)], axis=0)
-    log_prior = -1.5 * np.log(2 * np.pi * sigma_px**2) - shift_sq / (2 * sigma_px**2)
-    if limit_px >= 0:
-        inside &= shift_sq <= limit_px**2
-        log_prior -= logsumexp(log_prior[inside])
-    log_prior = np.where(inside, log_prior, -np.inf)
-    return log_prior.astype(np.float32), shift_sq.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -449,7 +80,7 @@ def estep_chunk(chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel) ->
     peak_max = summaries.peak.max(axis=(1, 2))
     significant = summaries.peak >= peak_max[:, None, None] + np.log(model.significance)
     weights_at = _posterior_weights(chunk, bank, model, log_norm + log_orientations)
-    sums, model_sums, coverage, class_weights = _backward(chunk, bank, model, significant, weights_at)
+    sums, model_sums, coverage, class_weights = backward_pass(chunk, bank, model, significant, weights_at)
     results = _particle_results(chunk, model, summaries, log_norm, peak_max, bank.size)
     return SufficientStats(
         sums=sums,
@@ -474,63 +105,6 @@ def orientation_log_masses(
     log_orientations = chunk.log_orientation_counts(allowed)
     summaries = _summarise_maps(chunk, bank, model, allowed, log_orientations, means=False)
     return logsumexp(summaries.log_mass, axis=2)
-
-
-def _maps_per_batch(n_classes: int, size: int) -> int:
-    """Correlation maps in about ``BATCH_BYTES`` (at least one per class)."""
-    return max(n_classes, BATCH_BYTES // (4 * size**3))
-
-
-def _rows_per_block(n_classes: int, size: int) -> int:
-    """Particles whose maps of every class fit in about ``BATCH_BYTES`` (at least one)."""
-    return max(1, _maps_per_batch(n_classes, size) // n_classes)
-
-
-def _map_batches(
-    allowed: NDArray[np.bool_], n_classes: int, size: int
-) -> list[tuple[NDArray[np.intp], slice]]:
-    """(particles, orientations) blocks of about ``BATCH_BYTES`` of correlation maps, orientation-major.
-
-    A block holds only the particles allowed some orientation of its batch; with every orientation
-    allowed, a batch spans several orientations when the chunk is small.
-    """
-    n_particles, n_orientations = allowed.shape
-    step = max(1, _maps_per_batch(n_classes, size) // (n_particles * n_classes))
-    group = max(1, _rows_per_block(n_classes, size) // step)
-    blocks = []
-    for a in range(0, n_orientations, step):
-        batch = slice(a, min(a + step, n_orientations))
-        rows = np.nonzero(allowed[:, batch].any(axis=1))[0]
-        blocks += [(rows[i : i + group], batch) for i in range(0, len(rows), group)]
-    return blocks
-
-
-def _rotated_blocks(
-    bank: ReferenceBank, allowed: NDArray[np.bool_]
-) -> Iterator[tuple[NDArray[np.intp], slice, RotatedReferences]]:
-    """The blocks of :func:`_map_batches` with their orientation batch's references, each batch
-    rotated once."""
-    current: tuple[slice, RotatedReferences] | None = None
-    for rows, batch in _map_batches(allowed, bank.n_classes, bank.size):
-        if current is None or current[0] != batch:
-            current = (batch, bank.rotated(batch))
-        yield rows, batch, current[1]
-
-
-def _correlations(
-    spectra: NDArray[np.complex64], conjugate_references: NDArray[np.complex64], size: int
-) -> NDArray[np.float32]:
-    """``CC[i, a, k](t) = sum_r x_i(r + t) b_ak(r)`` for all circular t: ``(n, b, K, N, N, N)``, indexed as
-    :attr:`EStepModel.log_prior` is, or centred on ``t = 0`` for :func:`_centred_spectra`."""
-    product = spectra[:, None, None] * conjugate_references[None]
-    return sfft.irfftn(product, s=(size,) * 3, axes=AXES3, overwrite_x=True)
-
-
-def _centred_spectra(chunk: ParticleChunk, model: EStepModel, size: int) -> NDArray[np.complex64]:
-    """The particles' spectra over ``sigma**2``, phase-shifted so that their correlation maps come out
-    centred on the zero translation (index ``N//2``): the maps are then log-weights up to the prior and
-    a constant, and the prior's :class:`TranslationWindow` is one box of them."""
-    return chunk.spectra * (centre_phase(size) / np.float32(model.sigma_noise**2))
 
 
 def _half_power_sum(
@@ -565,10 +139,10 @@ def _summarise_maps(
     out = {name: np.zeros(shape) for name in ("log_mass", "peak", "mean_residual", "mean_shift_sq")}
     best_shift = np.zeros(shape, dtype=np.intp)
     window = model.translations
-    centred = _centred_spectra(chunk, model, bank.size)
+    centred = centred_spectra(chunk, model, bank.size)
     shift_sq = window.shift_sq.ravel()
-    for rows, batch, rotated in _rotated_blocks(bank, allowed):
-        maps = _correlations(centred[rows], rotated.conjugate_spectra, bank.size)[window.box]
+    for rows, batch, rotated in rotated_blocks(bank, allowed):
+        maps = correlations(centred[rows], rotated.conjugate_spectra, bank.size)[window.box]
         log_weights = (maps + window.log_prior).reshape(*maps.shape[:3], -1)  # correlations over sigma**2
         best = log_weights.argmax(axis=-1)
         best_shift[rows, batch] = window.circular_index[best]
@@ -628,21 +202,16 @@ def _shifts_px(shift_index: NDArray[np.intp], size: int) -> NDArray[np.float64]:
     return -(translation - size // 2)[:, ::-1].astype(np.float64)  # (z, y, x) -> (x, y, z)
 
 
-#: ``weights_at(rows, rotated)``: the translation weights of particles ``rows`` against the references
-#: ``rotated`` into one orientation, ``(len(rows), K, N, N, N)`` float32.
-WeightMaps = Callable[[NDArray[np.intp], RotatedReferences], NDArray[np.float32]]
-
-
 def _posterior_weights(
     chunk: ParticleChunk, bank: ReferenceBank, model: EStepModel, log_evidence: NDArray[np.float64]
 ) -> WeightMaps:
     """The posterior weights of pass 2, recomputed from the correlation maps; ``log_evidence`` is each
     particle's log normaliser without the orientation prior."""
     window = model.translations
-    centred = _centred_spectra(chunk, model, bank.size)
+    centred = centred_spectra(chunk, model, bank.size)
 
     def weights_at(rows: NDArray[np.intp], rotated: RotatedReferences) -> NDArray[np.float32]:
-        maps = _correlations(centred[rows], rotated.conjugate_spectra, bank.size)[:, 0]
+        maps = correlations(centred[rows], rotated.conjugate_spectra, bank.size)[:, 0]
         half_sum = _half_power_sum(chunk, rotated.norms, rows)[:, 0]
         offset = _log_weight_constant(half_sum, 0.0, model) - log_evidence[rows, None]
         log_weights = maps[window.box] + window.log_prior
@@ -655,54 +224,6 @@ def _posterior_weights(
         return np.fft.ifftshift(weights, axes=AXES3)
 
     return weights_at
-
-
-def _backward(
-    chunk: ParticleChunk,
-    bank: ReferenceBank,
-    model: EStepModel,
-    significant: NDArray[np.bool_],
-    weights_at: WeightMaps,
-) -> tuple[NDArray[np.complex128], NDArray[np.complex128], NDArray[np.float64], NDArray[np.float64]]:
-    """Pass 2: weighted, shifted particle sums per group, spread into the reference frame once.
-
-    Returns the sums and the model sums (see :class:`SufficientStats`), the coverage and the class
-    weights.
-    """
-    n_classes = bank.n_classes
-    n_regions = len(model.region_masks)
-    half = model.region_masks.shape[1:]
-    fine = oversampled_shape(bank.size)
-    data_spread = np.zeros((2, n_classes, *fine), dtype=np.complex128)
-    model_spread = np.zeros((n_classes, *fine), dtype=np.complex128)
-    coverage = np.zeros((2, n_classes, *half))
-    class_weights = np.zeros(n_classes)
-    group = chunk.regions * 2 + chunk.halves  # (n,) -> (region, half) pair
-    one_hot = np.zeros((2 * n_regions, len(chunk)))
-    one_hot[group, np.arange(len(chunk))] = 1.0
-    block = _rows_per_block(n_classes, bank.size)
-    for a in np.nonzero(significant.any(axis=(0, 2)))[0]:
-        members = np.nonzero(significant[:, a].any(axis=1))[0]
-        forward = bank.forward(bank.matrices[a])
-        rotated = bank.rotated_by(forward)
-        grouped = np.zeros((2 * n_regions, n_classes, *half), dtype=np.complex128)
-        masses = np.zeros((2 * n_regions, n_classes))
-        for start in range(0, len(members), block):  # a few maps at a time, however many particles
-            rows = members[start : start + block]
-            weights = weights_at(rows, rotated)
-            weights *= significant[rows, a][..., None, None, None]
-            weight_spectra = sfft.rfftn(weights, axes=AXES3)
-            shifted = chunk.spectra[rows, None] * weight_spectra.conj()  # (r, K, half)
-            grouped += np.einsum("gr,rk...->gk...", one_hot[:, rows], shifted.astype(np.complex128))
-            masses += one_hot[:, rows] @ weights.sum(axis=(2, 3, 4), dtype=np.float64)  # (2R, K)
-        class_weights += masses.sum(axis=0)
-        _spread_orientation(
-            data_spread, model_spread, grouped, masses, rotated.conjugate_spectra[0], forward, model
-        )
-        _add_coverage(coverage, masses, fourier_stencil(bank.matrices[a], bank.size), model)
-    sums = sfft.rfftn(backproject(data_spread, bank.size), axes=AXES3)
-    model_sums = sfft.rfftn(backproject(model_spread, bank.size), axes=AXES3)
-    return sums, model_sums, coverage, class_weights
 
 
 def _estep_max_cc(
@@ -722,7 +243,7 @@ def _estep_max_cc(
         weights[np.arange(len(members)), classes[members], shift_index[members]] = 1.0
         return weights.reshape(len(members), n_classes, *(bank.size,) * 3)
 
-    sums, model_sums, coverage, class_weights = _backward(chunk, bank, model, significant, weights_at)
+    sums, model_sums, coverage, class_weights = backward_pass(chunk, bank, model, significant, weights_at)
     best = correlation[rows, orientations, classes]
     results = ParticleResults(
         chunk.indices, classes, orientations, _shifts_px(shift_index, bank.size), best, np.zeros(n)
@@ -751,8 +272,8 @@ def _correlation_peaks(
     correlation = np.full(shape, -np.inf)
     best_shift = np.zeros(shape, dtype=np.intp)
     excluded = ~np.isfinite(model.log_prior.ravel())
-    for rows, batch, rotated in _rotated_blocks(bank, allowed):
-        maps = _correlations(chunk.spectra[rows], rotated.conjugate_spectra, bank.size)
+    for rows, batch, rotated in rotated_blocks(bank, allowed):
+        maps = correlations(chunk.spectra[rows], rotated.conjugate_spectra, bank.size)
         maps = maps.reshape(*maps.shape[:3], -1)
         maps[..., excluded] = -np.inf
         best = maps.argmax(axis=-1)
@@ -763,43 +284,3 @@ def _correlation_peaks(
         correlation[rows, batch] = np.divide(peak, scale, out=np.full_like(peak, -np.inf), where=scale > 0)
     correlation[~allowed] = -np.inf
     return correlation, best_shift
-
-
-def _spread_orientation(
-    data_spread: NDArray[np.complex128],
-    model_spread: NDArray[np.complex128],
-    grouped: NDArray[np.complex128],
-    masses: NDArray[np.float64],
-    conjugate_references: NDArray[np.complex64],
-    forward: FourierStencil,
-    model: EStepModel,
-) -> None:
-    """Spread one orientation's (region, half) particle sums, and the references as the particles see
-    them (``sum_i w_i M_i A_a``), into the reference frame by the adjoint of the bank's rotation.
-
-    ``grouped`` is ``(2R, K, N, N, N//2+1)``, indexed by ``2 * region + half``; ``masses`` ``(2R, K)``.
-    """
-    for g in np.nonzero(masses.any(axis=1))[0]:
-        forward.spread(grouped[g], data_spread[g % 2])
-    region_mass = masses.reshape(-1, 2, masses.shape[1]).sum(axis=1)  # (R, K)
-    seen = np.einsum("mk,mzyx->kzyx", region_mass, model.region_masks.astype(np.float64))
-    forward.spread(seen * np.conj(conjugate_references), model_spread)
-
-
-def _add_coverage(
-    coverage: NDArray[np.float64], masses: NDArray[np.float64], stencil: FourierStencil, model: EStepModel
-) -> None:
-    """Add one orientation's observed-region masks, weighted by the groups' masses, in the reference frame
-    (``stencil`` rotates from the particle's frame to the reference's).
-
-    The masks are rotated by the same Fourier-space interpolation as the references, so the coverage
-    matches the data at the edges of each missing region.
-    """
-    live = np.nonzero(masses.any(axis=1))[0]
-    present = np.unique(live // 2)
-    rotated = dict(
-        zip(present.tolist(), rotate_masks(model.oversampled_region_masks[present], stencil), strict=True)
-    )
-    for g in live:
-        region, half = divmod(int(g), 2)
-        coverage[half] += masses[g][:, None, None, None] * rotated[region]

@@ -7,7 +7,7 @@ import scipy.fft as sfft
 from numpy.typing import NDArray
 
 from .chunks import Dispatch, sum_chunks
-from .estep import EStepModel, SufficientStats, translation_log_prior
+from .estep_inputs import EStepModel, translation_log_prior
 from .fourier import AXES3, resolution_from_fsc
 from .mstep import (
     class_fsc,
@@ -26,6 +26,7 @@ from .sampling import OrientationGrid
 from .search import RestrictedSearch, estep_task, focused_references, iteration_search
 from .setup import Setup, metadata_shifts, seeded_rng
 from .state import MLState, SubtomogramSet
+from .stats import SufficientStats
 
 __all__ = ["iterate", "maximise", "regularised"]
 

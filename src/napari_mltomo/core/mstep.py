@@ -6,9 +6,9 @@ import numpy as np
 import scipy.fft as sfft
 from numpy.typing import NDArray
 
-from .estep import SufficientStats
 from .fourier import AXES3, frequency_radius, fsc, half_grid_weights
 from .geometry import euler_to_matrix, flatten_outside_sphere, rotate_volumes
+from .stats import SufficientStats
 
 __all__ = [
     "class_fsc",

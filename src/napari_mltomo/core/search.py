@@ -13,14 +13,8 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import sparse
 from scipy.special import logsumexp
 
-from .estep import (
-    EStepModel,
-    ParticleChunk,
-    ReferenceBank,
-    SufficientStats,
-    estep_chunk,
-    orientation_log_masses,
-)
+from .estep import estep_chunk, orientation_log_masses
+from .estep_inputs import EStepModel, ParticleChunk, ReferenceBank
 from .fourier import AXES3, shift_phases
 from .geometry import euler_to_matrix, matrix_to_euler, rotate_volumes
 from .params import MLParams
@@ -34,6 +28,7 @@ from .sampling import (
 )
 from .setup import Setup, observed_particles, seeded_rng
 from .state import MLState, SubtomogramSet
+from .stats import SufficientStats
 from .symmetry import orientation_copies
 
 __all__ = [

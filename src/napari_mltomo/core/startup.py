@@ -12,7 +12,6 @@ import scipy.fft as sfft
 from numpy.typing import ArrayLike, NDArray
 
 from .chunks import Dispatch, sum_chunks
-from .estep import ParticleResults, SufficientStats
 from .fourier import AXES3, fourier_rescale, resolution_from_fsc, shift_phases
 from .geometry import (
     backproject,
@@ -29,6 +28,7 @@ from .params import MLParams, ParameterError
 from .sampling import OrientationGrid, random_orientations
 from .setup import Setup, make_setup, metadata_shifts, observed_particles, seeded_rng, uses_metadata_poses
 from .state import MLState, StartModel, SubtomogramSet
+from .stats import ParticleResults, SufficientStats
 
 __all__ = [
     "STARTUP_SIZE",

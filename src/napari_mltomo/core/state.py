@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .estep import SufficientStats
 from .missing import MissingRegion
 from .params import ParameterError
 from .sampling import OrientationGrid
+from .stats import SufficientStats
 
 __all__ = ["MLState", "StartModel", "SubtomogramSet"]
 

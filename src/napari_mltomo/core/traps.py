@@ -1,5 +1,5 @@
 """Checks for approximate-symmetry traps after the first iterations: regroup classes (``core.regroup``) and
-re-pose particles turned by a class's near-symmetry (``core.escape``)."""
+re-pose particles turned by a class's near-symmetry (``core.rigid``, ``core.escape``)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .chunks import Dispatch, map_chunks
-from .escape import (
-    SPLIT_BAND,
-    AlignedClass,
-    RigidMove,
-    fourier_band,
-    near_symmetry,
-    signal_weights,
-    superposition,
-    turned_proposal,
-)
+from .escape import SPLIT_BAND, AlignedClass, fourier_band, signal_weights, turned_proposal
 from .params import MLParams
 from .regroup import ClassSample, merge_loss, split_gain, split_groups
+from .rigid import RigidMove, near_symmetry, superposition
 from .setup import Setup, seeded_rng
 from .startup import spread_particles, weighted_average
 from .state import MLState, SubtomogramSet
