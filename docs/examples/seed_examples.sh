@@ -8,7 +8,7 @@
 #   interpreter that runs make_seed_data.py (default: python3); both need the package installed, e.g.
 #   PYTHON=.venv/bin/python ML_TOMO=.venv/bin/ml_tomo docs/examples/seed_examples.sh /tmp/seed
 #
-# The command lines below are copied exactly from the documentation (so tests/test_seed_examples.py can
+# The command lines below are copied exactly from the documentation (so tests/faces/test_seed_examples.py can
 # extract them); "ml_tomo" is a shell function that runs ${ML_TOMO} and prints the time each command took.
 set -euo pipefail
 

@@ -40,9 +40,6 @@ __all__ = [
 PROG = "ml_tomo"
 
 
-# --------------------------------------------------------------------------- the option table
-
-
 @dataclass(frozen=True)
 class Option:
     """One option of ``ml_tomo`` and of the Refinement widget.
@@ -484,6 +481,7 @@ def normalise_argv(argv: Sequence[str], long_options: frozenset[str]) -> list[st
 
 
 def parse_argv(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """``ml_tomo`` arguments parsed (:class:`UsageError` if they are wrong), and the normalised arguments."""
     parser, long_options = build_parser()
     normalised = normalise_argv(argv, long_options)
     return parser.parse_args(normalised), normalised

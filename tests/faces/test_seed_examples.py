@@ -19,7 +19,7 @@ import pytest
 
 from napari_mltomo.io import read_images, read_missing_regions, read_volume
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 SCRIPT = EXAMPLES / "seed_examples.sh"
 MAKE_DATA = EXAMPLES / "make_seed_data.py"
 #: Particles and box of the chain's data set (``--dim 32`` refuses a smaller box).
