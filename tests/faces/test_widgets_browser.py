@@ -98,11 +98,11 @@ def test_browser_shows_a_run_and_steps_iterations_in_place(make_napari_viewer, t
 
 @pytest.mark.gui
 def test_browser_reports_a_bad_root_in_one_line(make_napari_viewer, tmp_path: Path, monkeypatch) -> None:
-    import napari_mltomo._widgets.browser as browser_module
+    from napari_mltomo._widgets.browser import ResultsBrowser
 
     shown = []
-    monkeypatch.setattr(browser_module, "show_error", shown.append)
-    browser = browser_module.ResultsBrowser(make_napari_viewer())
+    monkeypatch.setattr("napari_mltomo._widgets._common.show_error", shown.append)
+    browser = ResultsBrowser(make_napari_viewer())
     browser.load(tmp_path / "nothing")
     assert len(shown) == 1 and str(tmp_path / "nothing") in shown[0] and "\n" not in shown[0]
 

@@ -157,7 +157,7 @@ def test_a_bad_value_gives_the_commands_message_once(
     make_napari_viewer, qtbot, tiny_data, tmp_path, monkeypatch: pytest.MonkeyPatch, change, message
 ) -> None:
     shown: list[str] = []
-    monkeypatch.setattr("napari_mltomo._widgets.browser.show_error", shown.append)
+    monkeypatch.setattr("napari_mltomo._widgets._common.show_error", shown.append)
     monkeypatch.setattr("napari_mltomo._widgets.refinement.show_error", shown.append)
     monkeypatch.chdir(tmp_path)
     widget = _widget(make_napari_viewer())
