@@ -37,9 +37,10 @@ $(STAMP): pyproject.toml
 demo: venv
 	"$(VENV)/bin/ml_tomo" demo demo_run
 
+# Two pytest workers: many tests leave a core idle (start-up, files, Qt), so two at once finish sooner.
 test: venv
 	"$(VENV)/bin/ruff" check .
-	"$(VPY)" -m pytest -q
+	"$(VPY)" -m pytest -q -n 2 --dist worksteal
 
 bench: venv
 	if [ -z "$(BENCHMARKS)" ]; then echo "no benchmarks/*.py yet"; exit 0; fi
