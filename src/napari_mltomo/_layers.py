@@ -28,6 +28,7 @@ __all__ = [
     "coverage_layers",
     "coverage_name",
     "mask_layer",
+    "prepare_image_layers",
     "reference_layers",
     "remove_layers",
     "show_layer",
@@ -118,11 +119,20 @@ def mask_layer(mask: NDArray[np.floating], name: str = MASK_NAME, **metadata: An
     return np.asarray(mask, dtype=np.float32), kwargs, "image"
 
 
+def prepare_image_layers() -> None:
+    """Make a throw-away image layer: napari sets up its units and thumbnails on the first one (0.5 to 2 s),
+    which is better spent when a widget opens than when it shows its first layers."""
+    from napari.layers import Image
+
+    Image(np.zeros((2, 2, 2), dtype=np.float32))
+
+
 def show_layer(viewer: napari.Viewer, layer_data: LayerData) -> Layer:
     """Add the layer, or update the viewer's layer of that name in place (same layer object).
 
     An existing image layer of that name and dimensionality gets the new data, scale, metadata and contrast
-    limits; its other settings stay as the user left them. Anything else of that name is replaced.
+    limits (those that differ); its other settings stay as the user left them. Anything else of that name
+    is replaced.
     """
     from napari.layers import Image
 
@@ -136,11 +146,17 @@ def show_layer(viewer: napari.Viewer, layer_data: LayerData) -> Layer:
         return viewer.add_image(data, **kwargs)
     layer.data = data
     for key in _UPDATED:
-        if key in kwargs:
+        if key in kwargs and not _unchanged(layer, key, kwargs[key]):
             setattr(layer, key, kwargs[key])
     if "contrast_limits" not in kwargs:
         layer.reset_contrast_limits()
     return layer
+
+
+def _unchanged(layer: Layer, key: str, value: Any) -> bool:
+    """Whether the layer's scale or contrast limits are `value` already (napari redoes its transforms or
+    colour mapping on every assignment); metadata is always assigned."""
+    return key != "metadata" and np.array_equal(getattr(layer, key), value)
 
 
 def remove_layers(viewer: napari.Viewer, names: list[str] | set[str]) -> None:
