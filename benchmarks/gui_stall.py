@@ -10,9 +10,10 @@ Its longest gap between two ticks, less the 10 ms period, is the longest time th
   spread).
 * Results browser: a synthetic run written here (2 iterations, 2 classes of ``--particles`` particles of
   ``--size``³, the particle files symbolic links to a few synthetic particles), opened in the browser, which
-  then switches class and iteration, moves through the z slices of a particle, steps through particles as
-  a user pressing a key 4 times a second does, and jumps to the last particle from the table. Target:
-  under 100 ms once the run is open.
+  then moves through the z slices of a particle, steps through particles as a user pressing a key 4 times
+  a second does, switches class and iteration, and jumps to the last particle from the table. Target:
+  under 100 ms once the run is open. A last jump of the viewer's slider to a particle the browser has not
+  aligned yet is given apart: napari then computes that particle on the GUI thread.
 
 Usage: ``python benchmarks/gui_stall.py [--part refinement|browser|both] [--particles 2000] [--size 64]``.
 """
@@ -30,7 +31,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt, QThreadPool, QTimer
 from qtpy.QtWidgets import QApplication
 
 from napari_mltomo import demo
@@ -201,8 +202,11 @@ def _at(viewer: napari.Viewer, stack_rows: np.ndarray, row: int) -> bool:
     return bool(position.size) and viewer.dims.current_step[0] == position[0]
 
 
-def browse(viewer: napari.Viewer, browser: Any, root: Path, ticks: Ticks, size: int) -> None:
-    """Open the run and do what a user does, each step a phase of `ticks`."""
+def browse(
+    viewer: napari.Viewer, browser: Any, root: Path, ticks: Ticks, n_per_class: int, size: int
+) -> None:
+    """Open the run and do what a user does, each step a phase of `ticks`; the last is a jump of the
+    viewer's slider to a particle the browser has had no reason to align yet."""
     with ticks.phase("open the run (iteration 2, class 1)"):
         browser.load(root)
         pump(lambda: _shows(viewer, 2, 1))
@@ -226,6 +230,8 @@ def browse(viewer: napari.Viewer, browser: Any, root: Path, ticks: Ticks, size: 
         row = int(model.index(line, 0).data(Qt.ItemDataRole.UserRole))
         browser.table.selectRow(line)
         pump(lambda: _at(viewer, browser.stack_rows, row))
+    with ticks.phase(f"the viewer's slider jumps to particle {n_per_class // 2}"):
+        viewer.dims.set_current_step(0, n_per_class // 2)
 
 
 def measure_browser(folder: Path, n_per_class: int, size: int) -> None:
@@ -240,14 +246,15 @@ def measure_browser(folder: Path, n_per_class: int, size: int) -> None:
     _, browser = viewer.window.add_plugin_dock_widget("napari-mltomo", "Results browser")
     pump_for(1.0)
     ticks = Ticks()
-    browse(viewer, browser, root, ticks, size)
+    browse(viewer, browser, root, ticks, n_per_class, size)
     ticks.stop()
-    for name, start, done, end in ticks.phases:
-        print(f"  {name}: done in {done - start:.2f} s, longest stall {ticks.longest(start, end):.0f} ms")
-    (_, opening, _, opened), *_ = ticks.phases
-    print(f"longest stall opening the run: {ticks.longest(opening, opened):.0f} ms")
-    settled = ticks.longest(opened, ticks.times[-1])
-    print(f"longest stall once the run is open: {settled:.0f} ms (target < 100 ms)")
+    stalls = [ticks.longest(start, end) for _, start, _, end in ticks.phases]
+    for (name, start, done, _), stall in zip(ticks.phases, stalls, strict=True):
+        print(f"  {name}: done in {done - start:.2f} s, longest stall {stall:.0f} ms")
+    print(f"longest stall opening the run (napari makes its first layers): {stalls[0]:.0f} ms")
+    print(f"longest stall once the run is open: {max(stalls[1:-1]):.0f} ms (target < 100 ms)")
+    print(f"longest stall of the slider's jump (napari computes an unaligned particle): {stalls[-1]:.0f} ms")
+    pump(lambda: QThreadPool.globalInstance().activeThreadCount() == 0)  # the browser's worker thread
     viewer.close()
 
 

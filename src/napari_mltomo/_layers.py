@@ -91,19 +91,31 @@ def coverage_layers(coverage: NDArray[np.floating], pixel_size_A: float, iterati
 
 
 def aligned_stack_layer(
-    aligned: NDArray[np.floating], members: MetaData, ref: int, pixel_size_A: float, iteration: int
+    aligned: Any,
+    members: MetaData,
+    ref: int,
+    pixel_size_A: float,
+    iteration: int,
+    contrast_limits: tuple[float, float],
 ) -> LayerData:
     """The particles of class ``ref`` in the reference frame, ``(n, N, N, N)``, in the order of `members`.
 
-    ``metadata["table"]`` holds the columns of `members` (one value per stack entry).
+    `aligned` is passed on as it is, so that a lazy array (dask) stays lazy; `contrast_limits` are given
+    so that napari does not compute them from the whole stack. ``metadata["table"]`` holds the columns of
+    `members` (one value per stack entry).
     """
     meta = {
         "iteration": iteration,
         "ref": ref,
         "table": {label: members[label] for label in members.labels},
     }
-    kwargs = {"name": ALIGNED_NAME, "scale": (1.0, *(pixel_size_A,) * 3), "metadata": meta}
-    return np.asarray(aligned, dtype=np.float32), kwargs, "image"
+    kwargs = {
+        "name": ALIGNED_NAME,
+        "scale": (1.0, *(pixel_size_A,) * 3),
+        "contrast_limits": contrast_limits,
+        "metadata": meta,
+    }
+    return aligned, kwargs, "image"
 
 
 def mask_layer(mask: NDArray[np.floating], name: str = MASK_NAME, **metadata: Any) -> LayerData:
