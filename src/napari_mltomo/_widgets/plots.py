@@ -25,11 +25,20 @@ class CurvePlot(pg.GraphicsLayoutWidget):
         One panel per title; :meth:`show_series` fills them by title.
     xlabel : str
         Label of every panel's x axis.
+    y_floors : mapping of str to (float, float), optional
+        Panel title -> y range the panel always shows at least (e.g. ``(0, 1)`` for fractions, which would
+        otherwise be scaled to their rounding noise when constant).
     """
 
-    def __init__(self, titles: Sequence[str], xlabel: str = "iteration") -> None:
+    def __init__(
+        self,
+        titles: Sequence[str],
+        xlabel: str = "iteration",
+        y_floors: Mapping[str, tuple[float, float]] | None = None,
+    ) -> None:
         super().__init__()
         self.setMinimumHeight(200)
+        self.y_floors = dict(y_floors or {})
         self.panels: dict[str, pg.PlotItem] = {}
         for title in titles:
             panel = self.addPlot(title=title)
@@ -66,4 +75,13 @@ class CurvePlot(pg.GraphicsLayoutWidget):
             if guide is not None and curves:
                 dashed = pg.mkPen("grey", style=Qt.PenStyle.DashLine)
                 panel.addItem(pg.InfiniteLine(pos=guide, angle=0, pen=dashed))
+            if title in self.y_floors:
+                self._floor_y(panel, self.y_floors[title], [y for _, y in curves.values()])
             self.series[title] = curves
+
+    @staticmethod
+    def _floor_y(panel: pg.PlotItem, floor: tuple[float, float], curves: list[np.ndarray]) -> None:
+        """Show at least `floor` on the y axis, and every value of `curves`."""
+        finite = [y[np.isfinite(y)] for y in curves]
+        values = np.concatenate([*finite, np.asarray(floor, dtype=np.float64)])
+        panel.setYRange(float(values.min()), float(values.max()))

@@ -169,7 +169,9 @@ class RefinementWidget(QWidget):
         self.status = QLabel("ready")
         self.status.setWordWrap(True)
         self.chunk_bar = QProgressBar()
-        self.plot = CurvePlot(("log-likelihood", "class fractions", "resolution (Å)"))
+        self.plot = CurvePlot(
+            ("log-likelihood", "class fractions", "resolution (Å)"), y_floors={"class fractions": (0.0, 1.0)}
+        )
         layout = QVBoxLayout(self)
         layout.addWidget(tabs, stretch=3)
         layout.addLayout(buttons)
