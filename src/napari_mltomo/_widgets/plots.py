@@ -3,21 +3,28 @@ takes milliseconds, so plotting never holds up the viewer)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pyqtgraph as pg
 from numpy.typing import ArrayLike
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QResizeEvent
 
-__all__ = ["CurvePlot"]
+__all__ = ["PANEL_MIN_HEIGHT", "PANEL_MIN_WIDTH", "CurvePlot"]
 
 #: Colours of successive curves on a panel (class 1, 2, ...).
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+#: Narrowest width a panel is given (pixels): a plot narrower than its panels side by side puts them on
+#: more rows.
+PANEL_MIN_WIDTH = 200
+#: Height of a row of panels (pixels).
+PANEL_MIN_HEIGHT = 180
 
 
 class CurvePlot(pg.GraphicsLayoutWidget):
-    """Panels side by side, each showing named curves.
+    """Panels side by side, as many per row as the width allows, each showing named curves.
 
     Parameters
     ----------
@@ -37,7 +44,6 @@ class CurvePlot(pg.GraphicsLayoutWidget):
         y_floors: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         super().__init__()
-        self.setMinimumHeight(200)
         self.y_floors = dict(y_floors or {})
         self.panels: dict[str, pg.PlotItem] = {}
         for title in titles:
@@ -45,6 +51,11 @@ class CurvePlot(pg.GraphicsLayoutWidget):
             panel.setLabel("bottom", xlabel)
             panel.addLegend(offset=(-5, 5))
             self.panels[title] = panel
+        self.columns = len(self.panels)
+        self.setMinimumHeight(PANEL_MIN_HEIGHT)
+        self._relayout = QTimer(self)
+        self._relayout.setSingleShot(True)
+        self._relayout.timeout.connect(self._arrange)
         self.series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
 
     def show_series(
@@ -78,6 +89,25 @@ class CurvePlot(pg.GraphicsLayoutWidget):
             if title in self.y_floors:
                 self._floor_y(panel, self.y_floors[title], [y for _, y in curves.values()])
             self.series[title] = curves
+
+    def resizeEvent(self, event: QResizeEvent | None) -> None:
+        """Rearrange the panels once the resize is done (pyqtgraph calls this before they exist)."""
+        super().resizeEvent(event)
+        if hasattr(self, "_relayout"):
+            self._relayout.start(0)
+
+    def _arrange(self) -> None:
+        """Put as many panels on a row as fit at :data:`PANEL_MIN_WIDTH` (rows as needed)."""
+        columns = max(1, min(len(self.panels), self.width() // PANEL_MIN_WIDTH))
+        if columns == self.columns:
+            return
+        self.columns = columns
+        for panel in self.panels.values():
+            self.ci.removeItem(panel)
+        for index, panel in enumerate(self.panels.values()):
+            self.ci.addItem(panel, row=index // columns, col=index % columns)
+        self.setMinimumHeight(PANEL_MIN_HEIGHT * math.ceil(len(self.panels) / columns))
+        super().resizeEvent(None)  # fit the layout to the view again (it was held at its old minimum)
 
     @staticmethod
     def _floor_y(panel: pg.PlotItem, floor: tuple[float, float], curves: list[np.ndarray]) -> None:
