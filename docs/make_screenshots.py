@@ -108,7 +108,6 @@ def main(folder: Path) -> None:
     viewer.layers.clear()
     _, regions = _dock(viewer, "Missing region viewer")
     regions.use_particle(root, 5)
-    viewer.camera.angles = (20.0, 35.0, 140.0)
     _grab(viewer, "missing_region.png")
     viewer.close()
 

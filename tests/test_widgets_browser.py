@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from napari_mltomo._aligned import AlignedParticles
 from napari_mltomo._layers import ALIGNED_NAME, MASK_NAME, ROTATED_MASK_NAME
 from napari_mltomo._widgets.particle_table import ROW_ROLE
 from napari_mltomo.cli import main
-from napari_mltomo.core.views import align_to_reference, class_members, missing_fraction
+from napari_mltomo.core.views import align_to_reference, class_members, region_mask_volume
 from napari_mltomo.io import ANGLE_LABELS, SHIFT_LABELS, read_volume
 from napari_mltomo.io.results import open_run, read_particles
 
@@ -213,7 +214,7 @@ def test_browser_reports_a_bad_root_in_one_line(make_napari_viewer, tmp_path: Pa
 
 
 @pytest.mark.gui
-def test_missing_viewer_shows_a_60_degree_wedge(make_napari_viewer) -> None:
+def test_missing_viewer_shows_a_60_degree_wedge_as_central_sections(make_napari_viewer) -> None:
     from napari_mltomo._widgets.missing_viewer import MissingRegionViewer
 
     viewer = make_napari_viewer()
@@ -223,17 +224,23 @@ def test_missing_viewer_shows_a_60_degree_wedge(make_napari_viewer) -> None:
     widget.angle_boxes["theta_y0_deg"].setValue(-60.0)
     widget.angle_boxes["theta_yf_deg"].setValue(60.0)
     widget.size_box.setValue(32)
-    layer = viewer.layers[MASK_NAME]
-    assert layer.data.shape == (32, 32, 32)
     # Directions are uniform in azimuth about the tilt axis: 2 x 60 of 360 degrees are missing, 1/3.
-    assert missing_fraction(layer.data) == pytest.approx(1.0 / 3.0, abs=0.01)
+    assert float(re.search(r"([\d.]+)%", widget.fraction_label.text())[1]) == pytest.approx(100 / 3, abs=1)
+
+    # A 2D image of the sections kz = 0, ky = 0 and kx = 0, 4 pixels apart, read in the 2D view.
+    layer = viewer.layers[MASK_NAME]
+    mask = region_mask_volume(widget.region(), 32)
+    assert layer.ndim == 2 and viewer.dims.ndisplay == 2 and layer.data.shape == (32, 3 * 32 + 2 * 4)
+    for index, section in enumerate((mask[16], mask[:, 16], mask[:, :, 16])):
+        np.testing.assert_array_equal(layer.data[:, index * 36 : index * 36 + 32], section)
+    assert np.all(layer.data[:, 32:36] == 0)
 
     widget.rotate_check.setChecked(True)
     widget.euler_boxes[1].setValue(90.0)  # tilt 90: the missing z axis turns onto x
     rotated = viewer.layers[ROTATED_MASK_NAME]
-    assert rotated.data.shape == (32, 32, 32)
-    assert missing_fraction(rotated.data) == pytest.approx(1.0 / 3.0, abs=0.01)
-    assert rotated.data[16, 16, 16 + 10] == 0.0 and layer.data[16, 16, 16 + 10] == 1.0
+    assert rotated.data.shape == (32, 104) and tuple(rotated.translate) == (36.0, 0.0)  # a row below
+    assert rotated.data[16, 16 + 10] == 0.0 and layer.data[16, 16 + 10] == 1.0  # k = (0, 0, 10) in kz = 0
     same = viewer.layers[MASK_NAME]
     widget.size_box.setValue(16)
-    assert viewer.layers[MASK_NAME] is same and same.data.shape == (16, 16, 16)
+    assert viewer.layers[MASK_NAME] is same and same.data.shape == (16, 3 * 16 + 2 * 2)
+    assert tuple(viewer.layers[ROTATED_MASK_NAME].translate) == (18.0, 0.0)
