@@ -28,6 +28,8 @@ __all__ = ["AlignedParticles", "ClassRequest", "ClassView", "align_near"]
 
 #: Memory for the aligned particles kept by one stack (the least recently used are dropped beyond it).
 KEEP_BYTES = 256 * 2**20
+#: Particles next to the one in view that :func:`align_near` aligns without waiting for its go-ahead.
+AT_ONCE = 2
 
 
 class AlignedParticles:
@@ -188,10 +190,11 @@ class ClassRequest:
 def align_near(stack: AlignedParticles, position: int, go: threading.Event) -> Iterator[int | None]:
     """Align the particles around `position` (:meth:`AlignedParticles.around`), yielding each index.
 
-    Each waits for `go` to be set, yielding None every 50 ms meanwhile (a worker stops at a yield).
+    The :data:`AT_ONCE` nearest are aligned at once; each of the others waits for `go` to be set, yielding
+    None every 50 ms meanwhile (a worker stops at a yield).
     """
-    for index in stack.around(position):
-        while not go.wait(0.05):
+    for count, index in enumerate(stack.around(position)):
+        while count >= AT_ONCE and not go.wait(0.05):
             yield None
         stack.particle(index)
         yield index
