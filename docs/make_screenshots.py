@@ -106,6 +106,7 @@ def main(folder: Path) -> None:
 
     viewer.window.remove_dock_widget("all")
     viewer.layers.clear()
+    viewer.grid.enabled = False  # the masks' sections are laid out in rows of one image
     _, regions = _dock(viewer, "Missing region viewer")
     regions.use_particle(root, 5)
     _grab(viewer, "missing_region.png")
