@@ -53,6 +53,12 @@ def _dock(viewer: napari.Viewer, name: str) -> tuple[Any, Any]:
     return dock, widget
 
 
+def _shows_class(viewer: napari.Viewer, ref: int) -> bool:
+    """Whether the Results browser shows the aligned particles of class `ref`."""
+    name = "aligned particles"
+    return name in viewer.layers and viewer.layers[name].metadata["ref"] == ref
+
+
 def _grab(viewer: napari.Viewer, name: str) -> None:
     _settle()
     viewer.reset_view()
@@ -88,8 +94,10 @@ def main(folder: Path) -> None:
     viewer.dims.ndisplay = 2
     _, browser = _dock(viewer, "Results browser")
     browser.load(root)
-    browser.show_class(1)
+    _wait(lambda: _shows_class(viewer, 1))  # the browser reads and aligns in a worker thread
     browser.table.selectRow(3)
+    row = browser.table.model().index(3, 0).data(Qt.ItemDataRole.UserRole)
+    _wait(lambda: _shows_class(viewer, int(browser.results.particles["ref"][row])))
     viewer.layers["class 1 coverage"].visible = True
     for layer in viewer.layers:
         layer.visible = layer.name in {"class 1", "class 1 coverage", "aligned particles"}
@@ -98,9 +106,9 @@ def main(folder: Path) -> None:
 
     viewer.window.remove_dock_widget("all")
     viewer.layers.clear()
+    viewer.grid.enabled = False  # the masks' sections are laid out in rows of one image
     _, regions = _dock(viewer, "Missing region viewer")
     regions.use_particle(root, 5)
-    viewer.camera.angles = (20.0, 35.0, 140.0)
     _grab(viewer, "missing_region.png")
     viewer.close()
 

@@ -79,7 +79,8 @@ FLOORS: tuple[tuple[str, int], ...] = (
 )  # fmt: skip
 #: Helpers that every face may use (the others are faces of their own, which no face imports).
 SHARED_FACE_HELPERS = {
-    "napari_mltomo._layers", "napari_mltomo._widgets._common", "napari_mltomo._widgets.plots",
+    "napari_mltomo._layers", "napari_mltomo._aligned", "napari_mltomo._widgets._common",
+    "napari_mltomo._widgets.paced", "napari_mltomo._widgets.plots", "napari_mltomo._widgets.particle_table",
 }  # fmt: skip
 #: A widget holding another face's widget whole (the Refinement widget's missing-region tab), not its helpers.
 EMBEDDED = {("napari_mltomo._widgets.refinement", "napari_mltomo._widgets.missing_viewer")}

@@ -10,7 +10,7 @@ from napari.utils.notifications import show_error
 
 from napari_mltomo.inputs import error_text
 
-__all__ = ["report_errors"]
+__all__ = ["notify_error", "report_errors"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -23,7 +23,12 @@ def report_errors(action: _F) -> _F:
         try:
             return action(*args, **kwargs)
         except (OSError, ValueError) as err:
-            show_error(error_text(err))
+            notify_error(err)
             return None
 
     return wrapper  # type: ignore[return-value]
+
+
+def notify_error(err: BaseException) -> None:
+    """Show an error a user can cause as one notification line."""
+    show_error(error_text(err))

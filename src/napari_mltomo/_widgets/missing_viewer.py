@@ -1,8 +1,9 @@
 """The missing-region viewer: a wedge, pyramid or cone as a 3D Fourier mask, in the particle's own frame
 and, for a particle with given angles, in the reference frame.
 
-Masks come from :mod:`napari_mltomo.core.views` (``1`` observed, centred Fourier grid); the layers are
-updated in place whenever a setting changes.
+Masks come from :mod:`napari_mltomo.core.views` (``1`` observed, centred Fourier grid) and are shown as
+their three central sections side by side (:func:`napari_mltomo._layers.mask_layer`), which read in
+napari's default 2D view; the layers are updated in place whenever a setting changes.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_mltomo._layers import MASK_NAME, ROTATED_MASK_NAME, mask_layer, remove_layers, show_layer
+from napari_mltomo._layers import (
+    MASK_NAME,
+    MASK_SECTIONS,
+    ROTATED_MASK_NAME,
+    mask_layer,
+    remove_layers,
+    show_layer,
+)
 from napari_mltomo._widgets._common import report_errors
 from napari_mltomo.core.missing import REGION_KINDS, MissingRegion
 from napari_mltomo.core.views import missing_fraction, region_mask_volume, rotated_region_mask
@@ -65,8 +73,8 @@ def _spin_box(low: float, high: float, value: float) -> QDoubleSpinBox:
 
 
 class MissingRegionViewer(QWidget):
-    """Show a missing-region definition as a 3D Fourier mask, optionally turned into a particle's
-    reference frame.
+    """Show a missing-region definition as a 3D Fourier mask (its central sections), optionally turned
+    into a particle's reference frame.
 
     Parameters
     ----------
@@ -96,6 +104,12 @@ class MissingRegionViewer(QWidget):
         self.size_box.setValue(32)
         self.size_box.setKeyboardTracking(False)
         self.fraction_label = QLabel()
+        sections = ", ".join(section.split(":")[0] for section in MASK_SECTIONS)
+        self.sections_label = QLabel(
+            f"shown as central sections, left to right {sections}; bright: observed; a particle's mask "
+            "in the reference frame below"
+        )
+        self.sections_label.setWordWrap(True)
         self.rotate_check = QCheckBox("show a particle's mask in the reference frame")
         self.euler_boxes = [_spin_box(-360.0, 360.0, 0.0) for _ in ANGLE_LABELS]
         self.run_edit = QLineEdit()
@@ -110,6 +124,7 @@ class MissingRegionViewer(QWidget):
             region.addRow(f"{label} (°)", self.angle_boxes[name])
         region.addRow("Box size", self.size_box)
         region.addRow("", self.fraction_label)
+        region.addRow("", self.sections_label)
         eulers = QHBoxLayout()
         for box in self.euler_boxes:
             eulers.addWidget(box)
@@ -167,7 +182,6 @@ class MissingRegionViewer(QWidget):
             return
         region, size = self.region(), self.size_box.value()
         mask = region_mask_volume(region, size)
-        first = MASK_NAME not in self.viewer.layers
         show_layer(self.viewer, mask_layer(mask, MASK_NAME, region=region))
         self.fraction_label.setText(f"missing: {100 * missing_fraction(mask):.1f}% of the Nyquist ball")
         if self.rotate_check.isChecked():
@@ -176,8 +190,6 @@ class MissingRegionViewer(QWidget):
             show_layer(self.viewer, mask_layer(rotated, ROTATED_MASK_NAME, region=region, angles_deg=angles))
         else:
             remove_layers(self.viewer, {ROTATED_MASK_NAME})
-        if first and self.viewer.dims.ndisplay == 2:
-            self.viewer.dims.ndisplay = 3
 
     @report_errors
     def use_particle(self, path: str | Path, row: int) -> None:

@@ -9,22 +9,19 @@ widget only shows what it yields.
 
 from __future__ import annotations
 
-import collections
 import functools
 import shlex
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FileEdit, LineEdit, SpinBox
 from magicgui.widgets.bases import ValueWidget
-from napari.layers import Image
 from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, QTimer
 from qtpy.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -37,9 +34,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_mltomo._layers import reference_layers, show_layer
+from napari_mltomo._layers import prepare_image_layers, reference_layers, show_layer
 from napari_mltomo._widgets._common import report_errors
 from napari_mltomo._widgets.missing_viewer import MissingRegionViewer
+from napari_mltomo._widgets.paced import Paced
 from napari_mltomo._widgets.plots import CurvePlot
 from napari_mltomo.core.params import ParameterError
 from napari_mltomo.core.refine import ChunkProgress, MLState
@@ -55,8 +53,6 @@ if TYPE_CHECKING:
 __all__ = ["RefinementWidget", "option_fields"]
 
 _INT_RANGE = 2**31 - 1
-#: Milliseconds of free event loop between two display updates (each takes 10-170 ms of the GUI thread).
-_PACE_MS = 40
 #: Options the widget shows (``--quiet`` is a command-line matter).
 WIDGET_OPTIONS: tuple[Option, ...] = tuple(option for option in OPTIONS if option.widget)
 
@@ -97,33 +93,6 @@ def field_words(option: Option, field: ValueWidget) -> list[str]:
     return [f"{flag}={text}"]
 
 
-class _Paced:
-    """Display updates run one at a time with :data:`_PACE_MS` of free event loop after each, so that
-    the viewer keeps answering while a run shows its references and plots. The timer belongs to `owner`:
-    updates still queued when it is deleted are dropped."""
-
-    def __init__(self, owner: QObject) -> None:
-        self._tasks: collections.deque[Callable[[], object]] = collections.deque()
-        self._timer = QTimer(owner)
-        self._timer.setSingleShot(True)
-        self._timer.timeout.connect(self._next)
-
-    @property
-    def busy(self) -> bool:
-        """Whether updates are waiting."""
-        return bool(self._tasks)
-
-    def add(self, task: Callable[[], object]) -> None:
-        self._tasks.append(task)
-        if not self._timer.isActive():
-            self._timer.start(0)
-
-    def _next(self) -> None:
-        if self._tasks:
-            self._tasks.popleft()()
-            self._timer.start(_PACE_MS)
-
-
 class RefinementWidget(QWidget):
     """Set up, run, watch and cancel a refinement.
 
@@ -143,9 +112,9 @@ class RefinementWidget(QWidget):
         self.outcome = ""
         self._stop = threading.Event()
         self._bars: dict[str, progress] = {}
-        self._paced = _Paced(self)
+        self._paced = Paced(self)
         self._build()
-        _prepare_image_layers()
+        prepare_image_layers()
 
     # ------------------------------------------------------------------ layout
 
@@ -177,7 +146,9 @@ class RefinementWidget(QWidget):
         self.status = QLabel("ready")
         self.status.setWordWrap(True)
         self.chunk_bar = QProgressBar()
-        self.plot = CurvePlot(("log-likelihood", "class fractions", "resolution (Å)"))
+        self.plot = CurvePlot(
+            ("log-likelihood", "class fractions", "resolution (Å)"), y_floors={"class fractions": (0.0, 1.0)}
+        )
         layout = QVBoxLayout(self)
         layout.addWidget(tabs, stretch=3)
         layout.addLayout(buttons)
@@ -380,12 +351,6 @@ class RefinementWidget(QWidget):
         log = str(RunPaths(root).log(last))
         self.set_values({"restart": log})
         return f"cancelled after iteration {last}; --restart is set to {log}: Run continues from it"
-
-
-def _prepare_image_layers() -> None:
-    """Make a throw-away image layer: napari sets up its units and thumbnails on the first one (about
-    0.5 s), which is better spent when the widget opens than when a run shows its first references."""
-    Image(np.zeros((2, 2, 2), dtype=np.float32))
 
 
 def _scrolled(widget: QWidget) -> QScrollArea:
