@@ -25,7 +25,7 @@ from napari_mltomo.core.refine import (
     internal_size,
     prepare_references,
 )
-from napari_mltomo.io.metadata import (
+from napari_mltomo.io import (
     ANGLE_LABELS,
     SHIFT_LABELS,
     MetaData,
@@ -36,11 +36,13 @@ from napari_mltomo.io.metadata import (
     read_images,
     read_metadata,
     read_missing_regions,
+    read_pixel_size,
+    read_volume,
+    read_volume_stack,
     voxels_text,
 )
 from napari_mltomo.io.results import RunResults
 from napari_mltomo.io.run import read_restart
-from napari_mltomo.io.volumes import read_pixel_size, read_volume, read_volume_stack
 from napari_mltomo.options import default_values, option_values, params_from_options, stored_argv
 
 __all__ = ["RunInputs", "error_text", "read_inputs", "run_missing_regions"]
