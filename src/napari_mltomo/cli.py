@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(arguments[1:])
         run(parse_command(arguments))
     except HelpExit as stop:
-        return stop.status
+        return stop.args[0]
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; files already written are complete", file=sys.stderr)
         return 130

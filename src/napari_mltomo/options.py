@@ -28,6 +28,7 @@ __all__ = [
     "Option",
     "UsageError",
     "build_parser",
+    "command_line",
     "default_values",
     "normalise_argv",
     "option_values",
@@ -102,13 +103,9 @@ def _unset_if_negative(value: float) -> float | None:
 
 
 GROUPS: tuple[str, ...] = (
-    "Input and output",
-    "Angular sampling",
-    "Regularisation",
-    "Others",
-    "Additional options",
+    "Input and output", "Angular sampling", "Regularisation", "Others", "Additional options",
     "napari-mltomo (not in Xmipp)",
-)
+)  # fmt: skip
 _IO, _SAMPLING, _REG, _OTHERS, _ADDITIONAL, _OURS = GROUPS
 
 _ESCAPE_HELP = (
@@ -409,6 +406,11 @@ def options_to_argv(values: Mapping[str, Any]) -> list[str]:
     return argv
 
 
+def command_line(values: Mapping[str, Any]) -> str:
+    """The ``ml_tomo`` command giving `values` (options at their default left out)."""
+    return shlex.join([PROG, *options_to_argv(values)])
+
+
 # --------------------------------------------------------------------------- the parser
 
 
@@ -417,11 +419,7 @@ class UsageError(ValueError):
 
 
 class HelpExit(Exception):
-    """argparse finished on its own (``--help``); carries the exit status."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
+    """argparse finished on its own (``--help``); ``args[0]`` is the exit status."""
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -10,7 +10,6 @@ widget only shows what it yields.
 from __future__ import annotations
 
 import functools
-import shlex
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -44,7 +43,7 @@ from napari_mltomo.core.refine import ChunkProgress, MLState
 from napari_mltomo.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io import read_missing_regions, write_missing_regions
 from napari_mltomo.io.run import RunPaths
-from napari_mltomo.options import GROUPS, OPTIONS, PROG, Option, option_values, options_to_argv
+from napari_mltomo.options import GROUPS, OPTIONS, Option, command_line, option_values
 from napari_mltomo.runner import RunEnd, RunEvent, refine_events
 
 if TYPE_CHECKING:
@@ -182,7 +181,7 @@ class RefinementWidget(QWidget):
 
     def command_line(self) -> str:
         """The ``ml_tomo`` command with the fields' values (options at their default left out)."""
-        return shlex.join([PROG, *options_to_argv(self.values())])
+        return command_line(self.values())
 
     @report_errors
     def copy_command_line(self) -> str:
@@ -222,7 +221,8 @@ class RefinementWidget(QWidget):
         (as the command does); returns the worker."""
         if self.worker is not None:
             raise ParameterError("a run is going; cancel it first")
-        values, command = self.values(), self.command_line()
+        values = self.values()
+        command = command_line(values)
         self.inputs, self.history, self.outcome = None, [], ""
         self._stop.clear()
         self.worker = self._refine(values, command)
