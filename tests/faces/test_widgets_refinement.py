@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import napari_mltomo._widgets.refinement as refinement
 from conftest import TINY_CLASSES, TINY_OPTIONS
 from napari_mltomo._layers import class_name
 from napari_mltomo._widgets.refinement import RefinementWidget, option_fields
 from napari_mltomo.cli import main
 from napari_mltomo.io import read_star, read_star_blocks, read_volume
 from napari_mltomo.io.run import RunWriter
-from napari_mltomo.options import OPTIONS, build_parser, default_values, option_values
+from napari_mltomo.options import OPTIONS, build_parser, default_values, option_values, options_to_argv
 
 pytestmark = pytest.mark.gui
 
@@ -127,7 +126,7 @@ def test_cancel_leaves_a_run_that_restarts_to_the_same_result(
     assert not Path(f"{cancelled}_it000002_log.xmd").exists()
     assert main(["--restart", f"{cancelled}_it000001_log.xmd", "--quiet"]) == 0
     full = tmp_path / "full" / "r"
-    assert main([*refinement.options_to_argv({**values, "oroot": str(full)}), "--quiet"]) == 0
+    assert main([*options_to_argv({**values, "oroot": str(full)}), "--quiet"]) == 0
     # The restart reads the references back from float32 maps: assignments and poses are identical,
     # log-likelihoods agree to 1e-6 relative and maps to 1e-4 of their range.
     final_a, final_b = read_star(f"{cancelled}_img.xmd"), read_star(f"{full}_img.xmd")
