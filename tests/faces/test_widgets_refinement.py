@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import napari_mltomo._widgets.refinement as refinement
 from conftest import TINY_CLASSES, TINY_OPTIONS
 from napari_mltomo._layers import class_name
 from napari_mltomo._widgets.refinement import RefinementWidget, option_fields
@@ -183,3 +184,23 @@ def test_the_viewer_stays_responsive_during_a_run(make_napari_viewer, qtbot, tin
     timer.stop()
     assert len(ticks) > 10
     assert np.max(np.diff(ticks)) < 2.0
+
+
+def test_the_class_layers_are_made_before_the_refinement_starts(
+    make_napari_viewer, qtbot, tiny_data, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """napari sets a new layer up in the GUI thread, quicker while the processors are free."""
+    viewer = make_napari_viewer()
+    widget = _widget(viewer)
+    widget.set_values(_options(tiny_data, tmp_path / "r"))
+    names = {class_name(k) for k in range(1, TINY_CLASSES + 1)}
+    present_at_start: list[bool] = []
+    refine_events = refinement.refine_events
+
+    def watched(*args, **kwargs):
+        present_at_start.append(names <= {layer.name for layer in viewer.layers})
+        return refine_events(*args, **kwargs)
+
+    monkeypatch.setattr(refinement, "refine_events", watched)
+    _run_to_end(qtbot, widget)
+    assert present_at_start == [True] and widget.outcome == "done"

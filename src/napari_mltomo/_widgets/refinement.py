@@ -217,18 +217,16 @@ class RefinementWidget(QWidget):
 
     @report_errors
     def start(self) -> Any:
-        """Refine with the fields' options in a worker thread, which first reads and checks the inputs
-        (as the command does); returns the worker."""
+        """Refine with the fields' options: a worker thread reads and checks the inputs (as the command
+        does), the class layers are made, then a second worker runs the refinement; returns the first."""
         if self.worker is not None:
             raise ParameterError("a run is going; cancel it first")
         values = self.values()
-        command = command_line(values)
         self.inputs, self.history, self.outcome = None, [], ""
         self._stop.clear()
-        self.worker = self._refine(values, command)
-        self.worker.yielded.connect(self._on_yield)
-        self.worker.returned.connect(self._on_returned)
-        self.worker.finished.connect(self._on_finished)
+        self.worker = self._read(values, command_line(values))
+        self.worker.returned.connect(self._on_read)
+        self.worker.errored.connect(lambda _: self._on_finished())
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText("reading and checking the inputs…")
@@ -242,11 +240,44 @@ class RefinementWidget(QWidget):
         self.status.setText("cancelling after this chunk…")
 
     @thread_worker(start_thread=False)
-    def _refine(self, values: dict[str, Any], command: str) -> Iterator[RunInputs | RunEvent]:
-        """In the worker thread: the checked inputs, then the run's events; returns the outcome."""
+    def _read(self, values: dict[str, Any], command: str) -> RunInputs | str:
+        """In a worker thread: the checked inputs, or why they were refused."""
         try:
-            inputs = read_inputs(values, command)
-            yield inputs
+            return read_inputs(values, command)
+        except (OSError, ValueError) as err:
+            return f"failed: {error_text(err)}"
+
+    def _on_read(self, inputs: RunInputs | str) -> None:
+        """Make the class layers (paced), then start the refinement: napari sets a new layer up in the GUI
+        thread, which is quicker before the refinement takes the processors; no thread waits for it."""
+        if isinstance(inputs, str):
+            self._on_returned(inputs)
+            self._on_finished()
+            return
+        self.inputs = inputs
+        params = inputs.params
+        self.status.setText(f"starting: {len(inputs.images)} particles, {params.n_classes} classes")
+        self._bars["iterations"] = progress(total=params.max_iter, desc="ml_tomo iterations")
+        self._prepare_layers(inputs)
+        self._paced.add(self._run)
+
+    def _run(self) -> None:
+        """Start the refinement worker, unless the run was cancelled while its layers were made."""
+        if self._stop.is_set():
+            self._on_returned("cancelled")
+            self._on_finished()
+            return
+        assert self.inputs is not None
+        self.worker = self._refine(self.inputs)
+        self.worker.yielded.connect(self._on_yield)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.finished.connect(self._on_finished)
+        self.worker.start()
+
+    @thread_worker(start_thread=False)
+    def _refine(self, inputs: RunInputs) -> Iterator[RunEvent]:
+        """In a worker thread: the run's events; returns the outcome."""
+        try:
             for event in refine_events(inputs, self._stop):
                 yield event
                 if isinstance(event, RunEnd):
@@ -267,21 +298,14 @@ class RefinementWidget(QWidget):
         bar.n = event.done
         bar.refresh()
 
-    def _on_yield(self, item: RunInputs | RunEvent) -> None:
-        if isinstance(item, RunInputs):
-            self.inputs = item
-            params = item.params
-            self.status.setText(f"starting: {len(item.images)} particles, {params.n_classes} classes")
-            self._bars["iterations"] = progress(total=params.max_iter, desc="ml_tomo iterations")
-            self._prepare_layers(item)
-        elif isinstance(item, ChunkProgress):
+    def _on_yield(self, item: RunEvent) -> None:
+        if isinstance(item, ChunkProgress):
             self._on_chunk(item)
         elif isinstance(item, MLState):
             self._on_state(item)
 
     def _prepare_layers(self, inputs: RunInputs) -> None:
-        """Make (or keep) the class layers, empty: napari sets a new layer up in the GUI thread, paced so
-        that the viewer keeps answering while the run starts."""
+        """Make (or keep) the class layers, empty, one per turn of the event loop."""
         for data, kwargs, kind in reference_layers(
             np.zeros((inputs.params.n_classes, *(inputs.size,) * 3)), inputs.pixel_size_at(inputs.size), 0
         ):
