@@ -70,6 +70,8 @@ def iter_refine(
     ------
     ParameterError
         If ``start`` does not fit the run (:func:`check_start`).
+    NonFiniteParticles
+        From the first pass over the particles, if any has a NaN or Inf voxel (its indices).
     """
     dispatch = Dispatch(executor, on_chunk)
     setup = make_setup(data, params)
