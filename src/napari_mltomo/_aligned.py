@@ -1,7 +1,8 @@
 """A class's particles in the reference frame as a lazy stack for napari: one dask block per particle,
 read (:func:`napari_mltomo.io.read_volume`) and aligned (:func:`napari_mltomo.core.views.align_to_reference`)
 the first time it is asked for, then kept, so that a widget can align the particles about to be shown in a
-worker thread and napari's slicing finds them ready.
+worker thread and napari's slicing finds them ready. A deferring stack never aligns in napari's slicing: a
+particle not yet aligned is computed as zeros, and the widget redraws it once its worker has aligned it.
 
 :class:`ClassRequest` is what the results browser asks of its worker thread: read an iteration (unless it is
 shown already), make the lazy stack of a class and align the particle to show; :class:`ClassView` is the
@@ -43,6 +44,9 @@ class AlignedParticles:
         ``image``, angle and shift columns of the particles, in stack order.
     size : int
         Box size ``N`` of the particles (a particle of another size raises ``ValueError`` when read).
+    defer : bool
+        Compute the block of a particle not yet aligned as zeros (and add its index to ``deferred``)
+        instead of aligning it in the thread that computes it: for a viewer that must not wait.
 
     Raises
     ------
@@ -50,7 +54,7 @@ class AlignedParticles:
         If `members` has no angles or shifts.
     """
 
-    def __init__(self, members: MetaData, size: int):
+    def __init__(self, members: MetaData, size: int, *, defer: bool = False):
         angles, shifts = members.float_columns(ANGLE_LABELS), members.float_columns(SHIFT_LABELS)
         if angles is None or shifts is None:
             raise ValueError("the particle table has no angles or shifts")
@@ -60,6 +64,8 @@ class AlignedParticles:
         self._keep = max(32, KEEP_BYTES // (4 * size**3))
         self._kept: collections.OrderedDict[int, NDArray[np.float32]] = collections.OrderedDict()
         self._lock = threading.Lock()
+        self.defer = defer
+        self.deferred: set[int] = set()
         self.stack = self._lazy_stack()
 
     def __len__(self) -> int:
@@ -106,6 +112,9 @@ class AlignedParticles:
         return da.Array(graph, name, chunks, dtype=np.float32)
 
     def _block(self, index: int) -> NDArray[np.float32]:
+        if self.defer and not self.is_aligned(index):
+            self.deferred.add(index)
+            return np.zeros((1, *(self.size,) * 3), dtype=np.float32)
         return self.particle(index)[None]
 
 
@@ -166,9 +175,12 @@ class ClassRequest:
         else:
             rows, members, stack = self._class_stack(results, ref)
         position = min(max(self.position, 0), max(len(rows) - 1, 0))
-        # Computed through the lazy stack: dask's first computation in a process imports dask.distributed
-        # (a second or so), better done here than when napari first computes a slice on the GUI thread.
-        limits = (0.0, 1.0) if stack is None else _range(stack.stack[position].compute())
+        limits = (0.0, 1.0)
+        if stack is not None:
+            stack.particle(position)
+            # Read back through the lazy stack: dask's first computation in a process imports
+            # dask.distributed (a second or so), better done here than in napari's first slice.
+            limits = _range(stack.stack[position].compute())
         return ClassView(self.run, results, ref, rows, members, stack, position, self.move, limits)
 
     def _class_stack(
@@ -182,17 +194,21 @@ class ClassRequest:
             return rows, None, None
         members = particles.take(rows)
         try:
-            return rows, members, AlignedParticles(members, results.references.shape[-1])
+            return rows, members, AlignedParticles(members, results.references.shape[-1], defer=True)
         except ValueError as err:
             raise ValueError(f"{self.run.root}: {err}") from None
 
 
 def align_near(stack: AlignedParticles, position: int, go: threading.Event) -> Iterator[int | None]:
-    """Align the particles around `position` (:meth:`AlignedParticles.around`), yielding each index.
+    """Align the particle at `position` and those around it (:meth:`AlignedParticles.around`), yielding
+    each index.
 
-    The :data:`AT_ONCE` nearest are aligned at once; each of the others waits for `go` to be set, yielding
-    None every 50 ms meanwhile (a worker stops at a yield).
+    The particle at `position` and the :data:`AT_ONCE` nearest are aligned at once; each of the others
+    waits for `go` to be set, yielding None every 50 ms meanwhile (a worker stops at a yield).
     """
+    if not stack.is_aligned(position):
+        stack.particle(position)
+        yield position
     for count, index in enumerate(stack.around(position)):
         while count >= AT_ONCE and not go.wait(0.05):
             yield None

@@ -104,9 +104,10 @@ def aligned_stack_layer(
 ) -> LayerData:
     """The particles of class ``ref`` in the reference frame, ``(n, N, N, N)``, in the order of `members`.
 
-    `aligned` is passed on as it is, so that a lazy array (dask) stays lazy; `contrast_limits` are given
-    so that napari does not compute them from the whole stack. ``metadata["table"]`` holds the columns of
-    `members` (one value per stack entry).
+    `aligned` is passed on as it is, so that a lazy array (dask) stays lazy, and out of napari's dask cache
+    (the stack keeps its particles, and a deferred particle's zeros must not be kept); `contrast_limits` are
+    given so that napari does not compute them from the whole stack. ``metadata["table"]`` holds the columns
+    of `members` (one value per stack entry).
     """
     meta = {
         "iteration": iteration,
@@ -118,6 +119,7 @@ def aligned_stack_layer(
         "scale": (1.0, *(pixel_size_A,) * 3),
         "contrast_limits": contrast_limits,
         "metadata": meta,
+        "cache": False,
     }
     return aligned, kwargs, "image"
 

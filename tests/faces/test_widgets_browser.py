@@ -90,6 +90,18 @@ def test_the_aligned_stack_reads_a_particle_only_when_its_block_is_computed(
     assert len(read) == 1  # kept
 
 
+def test_a_deferring_stack_computes_a_particle_not_yet_aligned_as_zeros(tiny_run: Path) -> None:
+    _, members = _largest_class(tiny_run)
+    particles = AlignedParticles(members, BOX, defer=True)
+    last = len(members) - 1
+    assert not np.any(np.asarray(particles.stack[last]))
+    assert particles.deferred == {last} and not particles.is_aligned(last)
+    particles.particle(last)
+    np.testing.assert_allclose(
+        np.asarray(particles.stack[last]), _eager_alignment(members)[last], rtol=1e-6, atol=1e-6
+    )
+
+
 def test_the_particles_near_a_position_come_forward_first(tiny_run: Path) -> None:
     particles = AlignedParticles(_largest_class(tiny_run)[1], BOX)
     n = len(particles)
@@ -144,7 +156,8 @@ def test_browser_shows_a_run_and_steps_iterations_in_place(make_napari_viewer, q
         if rows.size == 0:
             continue
         checked += 1
-        aligned = np.asarray(viewer.layers[ALIGNED_NAME].data)
+        stack = viewer.layers[ALIGNED_NAME].data  # deferring: a particle napari has not drawn may be blank
+        aligned = np.stack([browser._view.stack.particle(i) for i in range(stack.shape[0])])
         raw = np.stack([read_volume(str(name)) for name in results.particles["image"][rows]])
         reference = viewer.layers[f"class {ref}"].data
         assert aligned.shape == raw.shape
@@ -200,6 +213,47 @@ def test_browser_reads_and_aligns_off_the_gui_thread(
     z = viewer.dims.current_step[1]
     shown = layer._slice.image.view  # the plane napari computed from the lazy stack
     np.testing.assert_allclose(shown, _eager_alignment(members)[-1, z], rtol=1e-6, atol=1e-6)
+    assert on_gui_thread and not any(on_gui_thread)
+
+
+@pytest.mark.gui
+def test_a_particle_the_slider_jumps_to_is_drawn_blank_then_aligned_off_the_gui_thread(
+    make_napari_viewer, qtbot, tiny_run: Path, monkeypatch
+) -> None:
+    from napari_mltomo._widgets.browser import ResultsBrowser
+
+    on_gui_thread, release = [], threading.Event()
+
+    def align(*args: object) -> np.ndarray:
+        on_gui_thread.append(threading.current_thread() is threading.main_thread())
+        if not on_gui_thread[-1]:
+            release.wait(30)
+        return align_to_reference(*args)
+
+    monkeypatch.setattr(AlignedParticles, "around", lambda self, index, ahead=16: iter(()))  # no read-ahead
+    monkeypatch.setitem(dask.config.config, "scheduler", "synchronous")
+    viewer = make_napari_viewer()
+    browser = ResultsBrowser(viewer)
+    viewer.window.add_dock_widget(browser)
+    release.set()
+    browser.load(tiny_run)
+    qtbot.waitUntil(lambda: _shows(viewer, browser, 2, 1))
+    ref, members = _largest_class(tiny_run)
+    browser.show_class(ref)
+    qtbot.waitUntil(lambda: _shows(viewer, browser, 2, ref))
+    layer = viewer.layers[ALIGNED_NAME]
+    last = len(members) - 1
+    assert last > 0 and viewer.dims.current_step[0] == 0
+    monkeypatch.setattr(aligned_module, "align_to_reference", align)
+
+    release.clear()
+    viewer.dims.set_current_step(0, last)
+    assert not np.any(layer._slice.image.view)  # drawn blank at once: nothing aligned on the GUI thread
+    release.set()
+    z = viewer.dims.current_step[1]
+    qtbot.waitUntil(lambda: bool(np.any(layer._slice.image.view)))
+    expected = _eager_alignment(members)[last, z]
+    np.testing.assert_allclose(layer._slice.image.view, expected, rtol=1e-6, atol=1e-6)
     assert on_gui_thread and not any(on_gui_thread)
 
 

@@ -267,6 +267,17 @@ class ResultsBrowser(QWidget):
             notify_error(value)
         elif isinstance(value, ClassView):
             self._show(value)
+        elif isinstance(value, int):
+            self._redraw(value)
+
+    def _redraw(self, index: int) -> None:
+        """Draw the particle at stack position `index` again if napari drew it before it was aligned."""
+        stack = self._shown_stack
+        if stack is None or index not in stack.deferred or ALIGNED_NAME not in self.viewer.layers:
+            return
+        stack.deferred.discard(index)
+        if index == self._position():
+            self.viewer.layers[ALIGNED_NAME].refresh()
 
     def _on_finished(self, worker: Any) -> None:
         if worker is self._worker:
