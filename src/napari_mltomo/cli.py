@@ -2,7 +2,8 @@
 
 ``ml_tomo -i images.sel --nref 3 --missing wedges.doc ...`` runs a refinement; ``ml_tomo demo [DIR]``
 writes a synthetic data set with ground truth to ``DIR`` and runs a reference-free 3-class refinement
-on it through the same code path. Single-dash spellings of long options (``-missing``) are accepted,
+on it through the same code path; ``ml_tomo export RUN --to relion|relion30|dynamo -o FILE`` writes a run's
+particles for RELION or Dynamo. Single-dash spellings of long options (``-missing``) are accepted,
 as the original's examples use them. A bad file, value or combination of options ends with one line
 ``ml_tomo: error: ...`` and exit status 2.
 """
@@ -19,13 +20,14 @@ from pathlib import Path
 from napari_mltomo import demo
 from napari_mltomo.core.params import ParameterError
 from napari_mltomo.core.refine import ChunkProgress, MLState
+from napari_mltomo.export import EXPORT_FORMATS, export_run
 from napari_mltomo.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io import MetadataError, VolumeError, read_images
 from napari_mltomo.io.run import read_command_line
 from napari_mltomo.options import PROG, CommandParser, HelpExit, UsageError, parse_argv, stored_argv
 from napari_mltomo.runner import refine_events
 
-__all__ = ["main", "parse_command", "run", "run_demo"]
+__all__ = ["main", "parse_command", "run", "run_demo", "run_export"]
 
 #: Characters of the progress bar shown on a terminal.
 _BAR_WIDTH = 30
@@ -225,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if arguments[:1] == ["demo"]:
             return run_demo(arguments[1:])
+        if arguments[:1] == ["export"]:
+            return run_export(arguments[1:])
         run(parse_command(arguments))
     except HelpExit as stop:
         return stop.args[0]
@@ -264,4 +268,40 @@ def run_demo(argv: Sequence[str]) -> int:
     if status:
         return status
     demo.print_demo_scores(truth, read_images(f"{root}_img.xmd"), time.perf_counter() - started)
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+
+
+def run_export(argv: Sequence[str]) -> int:
+    """``ml_tomo export RUN --to FORMAT -o FILE [--iteration N] [--dynamo_data DIR]``.
+
+    Returns
+    -------
+    int
+        0; a bad run or option raises as :func:`main` reports it.
+    """
+    parser = CommandParser(
+        prog=f"{PROG} export",
+        description="Write a run's particles, poses and classes for RELION or Dynamo (docs/conventions.md).",
+    )
+    parser.add_argument("run", help="The run's --oroot, or any file it wrote")
+    parser.add_argument(
+        "--to",
+        required=True,
+        choices=EXPORT_FORMATS,
+        help="relion: RELION 3.1 to 5; relion30: the RELION 3.0 subtomogram layout (Warp/M); "
+        "dynamo: a Dynamo table",
+    )
+    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="The STAR file or table")
+    parser.add_argument("--iteration", type=int, metavar="N", help="Default: the last one")
+    parser.add_argument(
+        "--dynamo_data", metavar="DIR", help="With --to dynamo: write the particles there (particle_NNNNN.em)"
+    )
+    args = parser.parse_args(argv)
+    written = export_run(
+        args.run, args.to, args.output, iteration=args.iteration, dynamo_data=args.dynamo_data
+    )
+    print(f"{PROG}: wrote {', '.join(str(path) for path in written)}", file=sys.stderr)
     return 0

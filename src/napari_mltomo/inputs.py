@@ -41,6 +41,7 @@ from napari_mltomo.io import (
     read_volume_stack,
     voxels_text,
 )
+from napari_mltomo.io.interchange import read_posed_particles, table_format
 from napari_mltomo.io.results import RunResults
 from napari_mltomo.io.run import read_restart
 from napari_mltomo.options import default_values, option_values, params_from_options, stored_argv
@@ -172,11 +173,17 @@ def read_inputs(values: Mapping[str, Any], command_line: str) -> RunInputs:
     if restart is not None and not Path(restart).is_file():
         raise FileNotFoundError(2, "--restart: no such file", restart)
 
-    images = _read_particles(option["input"], option["doc"])
+    posed = read_posed_particles(
+        option["input"],
+        dynamo_data=option["dynamo_data"],
+        relion_project=option["relion_project"],
+        allow_premultiplied=bool(option["allow_premultiplied"]),
+    )
+    images = _checked_particles(posed.images, option["input"], option["doc"])
     box_size = particle_box(images, option["input"])
-    regions, region_index = _missing_regions(option["missing"], option["input"], images)
+    regions, region_index = _missing_regions(option["missing"], option["input"], images, posed.regions)
     reference_files, reference_weights = _reference_files(option["ref"], box_size)
-    pixel_size = option["pixel_size"]
+    pixel_size = option["pixel_size"] or posed.pixel_size_A
     if pixel_size is None:
         pixel_size = read_pixel_size(str(images["image"][0])) or 1.0
     fractions = _fractions(option["frac"])
@@ -218,23 +225,32 @@ def error_text(err: BaseException) -> str:
 
 
 def run_missing_regions(run: RunResults) -> list[MissingRegion] | None:
-    """The ``--missing`` definitions of a run on disk (its stored command line parsed as ``ml_tomo``
-    parses it), or None if it had none or the file cannot be found. A relative path is tried from the
-    working directory, then from the run's folder and its parents (it was typed where the run started)."""
+    """The missing regions of a run on disk: its ``--missing`` definitions (its stored command line parsed
+    as ``ml_tomo`` parses it), else those its ``-i`` table defines (RELION, Dynamo); None if it had none or
+    the file cannot be found. A relative path is tried from the working directory, then from the run's
+    folder and its parents (it was typed where the run started)."""
     try:
-        path = option_values(stored_argv(run.command_line()))["missing"]
+        option = option_values(stored_argv(run.command_line()))
     except ValueError:  # a command line this version cannot parse
         return None
+    path = option["missing"] or option["input"]
     if path is None:
         return None
     for folder in (Path(), run.root.parent, *run.root.parent.parents):
-        if (folder / path).is_file():
+        if not (folder / path).is_file():
+            continue
+        if option["missing"] is not None:
             return read_missing_regions(folder / path)
+        if table_format(folder / path) == "xmipp":
+            return None
+        posed = read_posed_particles(
+            folder / path, dynamo_data=option["dynamo_data"], relion_project=option["relion_project"]
+        )
+        return list(posed.regions) or None
     return None
 
 
-def _read_particles(input_path: str, doc_path: str | None) -> MetaData:
-    images = read_images(input_path)
+def _checked_particles(images: MetaData, input_path: str, doc_path: str | None) -> MetaData:
     if len(images) == 0:
         raise MetadataError(input_path, "no enabled images")
     if doc_path is not None:
@@ -257,11 +273,14 @@ def _merge_doc(images: MetaData, doc_path: str, input_path: str) -> MetaData:
 
 
 def _missing_regions(
-    missing: str | None, input_path: str, images: MetaData
+    missing: str | None, input_path: str, images: MetaData, defined: tuple[MissingRegion, ...] = ()
 ) -> tuple[tuple[MissingRegion, ...], NDArray[np.intp] | None]:
-    if missing is None:
+    """The regions of ``--missing``, else those the ``-i`` table defines (RELION, Dynamo), and the 0-based
+    region of each particle."""
+    if missing is None and not defined:
         return (), None
-    regions = tuple(read_missing_regions(missing))
+    regions = tuple(read_missing_regions(missing)) if missing is not None else defined
+    missing = missing or input_path
     if "missingRegionNumber" not in images:
         raise MetadataError(
             input_path, "--missing needs a missingRegionNumber column (in -i or --doc), one per image"

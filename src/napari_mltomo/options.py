@@ -359,6 +359,31 @@ OPTIONS: tuple[Option, ...] = (
         field="adaptive",
     ),
     Option(("--seed",), int, 0, "Seed of every random choice", _OURS, field="seed"),
+    Option(
+        ("--dynamo_data",),
+        str,
+        None,
+        "With -i TABLE.tbl: the Dynamo data folder of its particle_NNNNN.em files (default: the "
+        "table's folder)",
+        _OURS,
+        "DIR",
+    ),
+    Option(
+        ("--relion_project",),
+        str,
+        None,
+        "With -i PARTICLES.star of RELION: the folder its image names are relative to (default: the working "
+        "folder, then the file's)",
+        _OURS,
+        "DIR",
+    ),
+    Option(
+        ("--allow_premultiplied",),
+        bool,
+        False,
+        "With -i PARTICLES.star of RELION: accept particles marked as multiplied by their CTF",
+        _OURS,
+    ),
     Option(("--scheduler",), str, None, "Run on a running dask.distributed scheduler", _OURS, "ADDRESS"),
     Option(("--workers",), int, None, "Start a local dask cluster of N processes", _OURS, "N"),
     Option(
@@ -442,7 +467,11 @@ def build_parser() -> tuple[CommandParser, frozenset[str]]:
             "Align and classify subtomograms with missing Fourier regions by maximum likelihood "
             "(Scheres et al. 2009, Structure 17:1563)."
         ),
-        epilog=f"'{PROG} demo [DIR]' writes a synthetic data set to DIR and runs a 3-class refinement on it.",
+        epilog=(
+            f"'{PROG} demo [DIR]' writes a synthetic data set to DIR and runs a 3-class refinement on it; "
+            f"'{PROG} export RUN --to relion|relion30|dynamo -o FILE' writes a run's particles for RELION or "
+            "Dynamo."
+        ),
         allow_abbrev=False,
     )
     sections = {title: parser.add_argument_group(title) for title in GROUPS}
