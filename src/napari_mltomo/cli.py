@@ -11,11 +11,12 @@ as the original's examples use them. A bad file, value or combination of options
 from __future__ import annotations
 
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from tqdm import tqdm
 
 from napari_mltomo import demo
 from napari_mltomo.core.params import ParameterError
@@ -28,10 +29,6 @@ from napari_mltomo.options import PROG, CommandParser, HelpExit, UsageError, par
 from napari_mltomo.runner import refine_events
 
 __all__ = ["main", "parse_command", "run", "run_demo", "run_export"]
-
-#: Characters of the progress bar shown on a terminal.
-_BAR_WIDTH = 30
-
 
 # --------------------------------------------------------------------------- argv -> RunInputs
 
@@ -87,15 +84,15 @@ def _logged_argv(log: Path) -> list[str]:
 
 class _Progress:
     """Progress on stderr (nothing with ``--quiet``): a summary when the work starts, one line per start-up
-    step and per iteration, and on a terminal a bar with the time left, redrawn as each chunk of
-    particles of a pass finishes."""
+    step and per iteration, and on a terminal a bar per pass (``tqdm``) with the chunks of particles done
+    and the time left."""
 
     def __init__(self, inputs: RunInputs) -> None:
         self.quiet = inputs.quiet
         self.summary: str | None = _summary(inputs)
         self.last = inputs.params.istart + inputs.params.max_iter - 1
-        self.started = self.mark = time.perf_counter()
-        self.stage, self.stage_started, self.bar_shown = "", self.started, False
+        self.started = time.perf_counter()
+        self.bar: tqdm | None = None
 
     def say(self, text: str) -> None:
         if self.quiet:
@@ -103,7 +100,6 @@ class _Progress:
         self.clear()
         self.announce()
         print(f"{PROG}: {text}", file=sys.stderr, flush=True)
-        self.mark = time.perf_counter()
 
     def announce(self) -> None:
         """Print the summary once, when the work starts (after the particles passed their check)."""
@@ -115,26 +111,17 @@ class _Progress:
         self.announce()
         if self.quiet or not sys.stderr.isatty():
             return
-        if progress.stage != self.stage:
-            self.stage, self.stage_started = progress.stage, self.mark
-        now = time.perf_counter()
-        left = (now - self.stage_started) / progress.done * (progress.total - progress.done)
-        filled = round(_BAR_WIDTH * progress.done / progress.total)
-        bar = "#" * filled + "." * (_BAR_WIDTH - filled)
-        line = f"{PROG}: {progress.stage} [{bar}] {progress.done}/{progress.total} chunks, {left:.0f} s left"
-        columns = shutil.get_terminal_size().columns
-        sys.stderr.write(f"\r{line[: columns - 1]}\033[K")
-        sys.stderr.flush()
-        self.bar_shown = True
-        if progress.done == progress.total:
-            self.mark = now  # the next pass starts here
+        stage = f"{PROG}: {progress.stage}"
+        if self.bar is None or self.bar.desc != stage:
+            self.clear()
+            self.bar = tqdm(total=progress.total, desc=stage, unit="chunk", file=sys.stderr, leave=False)
+        self.bar.update(progress.done - self.bar.n)
 
     def clear(self) -> None:
         """Remove the bar, so that what follows (an error, an interruption) starts its own line."""
-        if self.bar_shown:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-            self.bar_shown = False
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def report(self, state: MLState) -> None:
         elapsed = time.perf_counter() - self.started
