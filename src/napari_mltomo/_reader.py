@@ -1,4 +1,5 @@
-"""napari reader: volumes as image layers, Xmipp metadata files as lazy particle stacks.
+"""napari reader: volumes as image layers; Xmipp metadata files, RELION particle STAR files and Dynamo tables
+(their particles in the table's folder) as lazy particle stacks.
 
 Errors are raised, not shown: napari reports a reader's exception as one notification, and ours name
 the file (and line) at fault.
@@ -13,11 +14,13 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from napari_mltomo.io import open_volume_lazy, particle_box, read_images, read_pixel_size, read_volume_stack
+from napari_mltomo.io import open_volume_lazy, particle_box, read_pixel_size, read_volume_stack
+from napari_mltomo.io.interchange import read_posed_particles
 
-#: Suffixes opened as one volume, and as a table of particles (Xmipp STAR, doc and sel files).
+#: Suffixes opened as one volume, and as a table of particles (Xmipp STAR, doc and sel files, RELION STAR
+#: files, Dynamo tables).
 VOLUME_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec", ".vol", ".spi", ".xmp", ".em")
-METADATA_SUFFIXES = (".xmd", ".doc", ".sel", ".star")
+METADATA_SUFFIXES = (".xmd", ".doc", ".sel", ".star", ".tbl")
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -57,10 +60,11 @@ def _particle_stack(path: str) -> LayerData:
     columns are in the layer's ``metadata["table"]``, one value per particle, in stack order.
     """
     source = Path(path).resolve()  # relative image names are taken relative to the file's folder
-    table = read_images(source)
+    posed = read_posed_particles(source)
+    table = posed.images
     size = particle_box(table, source)
     names = [str(name) for name in table["image"]]
-    pixel = read_pixel_size(names[0]) or 1.0
+    pixel = posed.pixel_size_A or read_pixel_size(names[0]) or 1.0
     columns = {label: table[label] for label in table.labels}
     meta = {
         "name": source.stem,

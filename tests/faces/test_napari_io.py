@@ -16,6 +16,7 @@ from napari_mltomo.io import (
     MetaData,
     MetadataError,
     VolumeError,
+    read_images,
     read_pixel_size,
     read_volume,
     write_star,
@@ -67,6 +68,24 @@ def test_a_runs_reference_table_opens_its_class_references(tmp_path: Path) -> No
     assert data.shape == (2, BOX, BOX, BOX)
     np.testing.assert_allclose(data[1].compute(), read_volume(f"{root}_ref000002.mrc"))
     assert meta["metadata"]["table"]["ref"].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize(("to", "name"), [("relion", "p.star"), ("dynamo", "p.tbl")])
+def test_an_exported_relion_or_dynamo_table_opens_as_the_runs_particles(
+    tmp_path: Path, to: str, name: str
+) -> None:
+    path, _ = _particles(tmp_path, n=6)
+    root = tmp_path / "run" / "r"
+    options = ["--nref", "2", "--iter", "1", "--ang", "40", "--escape", "0", "--quiet"]
+    assert main(["-i", str(path), "--oroot", str(root), *options]) == 0
+    out = tmp_path / "out" / name
+    data_folder = ["--dynamo_data", str(out.parent)] if to == "dynamo" else []  # where the reader looks
+    assert main(["export", str(root), "--to", to, "-o", str(out), *data_folder]) == 0
+    [(data, meta, _)] = get_reader(str(out))(str(out))
+    run_table = read_images(f"{root}_img.xmd")
+    assert data.shape == (6, BOX, BOX, BOX)
+    np.testing.assert_allclose(data[3].compute(), read_volume(str(run_table["image"][3])), atol=1e-6)
+    np.testing.assert_array_equal(meta["metadata"]["table"]["ref"], run_table["ref"])
 
 
 def test_other_files_are_left_to_other_readers(tmp_path: Path) -> None:

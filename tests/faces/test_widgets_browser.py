@@ -10,6 +10,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+import starfile
 from qtpy.QtCore import Qt
 
 import napari_mltomo._aligned as aligned_module
@@ -255,6 +256,33 @@ def test_a_particle_the_slider_jumps_to_is_drawn_blank_then_aligned_off_the_gui_
     expected = _eager_alignment(members)[last, z]
     np.testing.assert_allclose(layer._slice.image.view, expected, rtol=1e-6, atol=1e-6)
     assert on_gui_thread and not any(on_gui_thread)
+
+
+@pytest.mark.gui
+def test_export_writes_the_iteration_shown_for_relion(
+    make_napari_viewer, qtbot, tiny_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from napari_mltomo._widgets import export_dialog
+    from napari_mltomo._widgets.browser import ResultsBrowser
+
+    relion = next(text for text, to in export_dialog.FILTERS.items() if to == "relion")
+    answer = (str(tmp_path / "particles"), relion)
+    monkeypatch.setattr(export_dialog.QFileDialog, "getSaveFileName", lambda *args: answer)
+    viewer = make_napari_viewer()
+    browser = ResultsBrowser(viewer)
+    viewer.window.add_dock_widget(browser)
+    assert not browser.export_button.isEnabled()
+    browser.load(tiny_run)
+    qtbot.waitUntil(lambda: _shows(viewer, browser, 2, 1))
+    browser.iteration_slider.setValue(1)  # iteration 1, not the last
+    qtbot.waitUntil(lambda: _shows(viewer, browser, 1, 1))
+    browser.export_button.click()
+    star = tmp_path / "particles.star"
+    qtbot.waitUntil(star.is_file, timeout=20000)
+    particles = starfile.read(star)["particles"]
+    table = open_run(tiny_run).read_iteration(1).particles
+    assert len(particles) == N_PARTICLES
+    np.testing.assert_array_equal(particles["rlnClassNumber"], table["ref"])
 
 
 @pytest.mark.gui

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_info
 from numpy.typing import NDArray
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
@@ -48,6 +49,7 @@ from napari_mltomo._layers import (
     show_layer,
 )
 from napari_mltomo._widgets._common import notify_error, report_errors
+from napari_mltomo._widgets.export_dialog import ask_export_target, export_worker
 from napari_mltomo._widgets.paced import Paced
 from napari_mltomo._widgets.particle_table import ParticleTable
 from napari_mltomo._widgets.plots import CurvePlot
@@ -109,6 +111,7 @@ class ResultsBrowser(QWidget):
         self._shown_results: IterationResults | None = None  # whose maps and table are shown
         self._shown_stack: AlignedParticles | None = None  # the stack the aligned layer shows
         self._owned: set[str] = set()
+        self._exporting: Any = None  # the export worker running, if any
         self._paced = Paced(self)
         self._go = threading.Event()  # set: the worker may align particles ahead
         self._go.set()
@@ -126,6 +129,9 @@ class ResultsBrowser(QWidget):
         self.root_edit.setPlaceholderText("run root, or any file of the run (…_log.xmd, …_img.xmd)")
         self.browse_button = QPushButton("Browse…")
         self.open_button = QPushButton("Open")
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("The particles of the iteration shown, for RELION or Dynamo")
+        self.export_button.setEnabled(False)
         self.info_label = QLabel("no run open")
         self.info_label.setWordWrap(True)
         self.iteration_slider = QSlider(Qt.Orientation.Horizontal)
@@ -137,7 +143,7 @@ class ResultsBrowser(QWidget):
         self.fsc_plot = CurvePlot(("FSC",), xlabel="frequency (1/Å)")
 
         picker = QHBoxLayout()
-        for widget in (self.root_edit, self.browse_button, self.open_button):
+        for widget in (self.root_edit, self.browse_button, self.open_button, self.export_button):
             picker.addWidget(widget)
         stepper = QHBoxLayout()
         stepper.addWidget(self.iteration_slider)
@@ -156,6 +162,7 @@ class ResultsBrowser(QWidget):
         self.open_button.clicked.connect(lambda: self.load(self.root_edit.text()))
         self.root_edit.returnPressed.connect(lambda: self.load(self.root_edit.text()))
         self.browse_button.clicked.connect(self._browse)
+        self.export_button.clicked.connect(self._export)
         self.iteration_slider.valueChanged.connect(self._on_slider)
         self.class_combo.currentIndexChanged.connect(lambda _: self.show_class(self.current_class))
         self.table.selectionModel().selectionChanged.connect(self._on_selection)
@@ -196,6 +203,7 @@ class ResultsBrowser(QWidget):
         self.root_edit.setText(str(run.root))
         self.info_label.setText(f"{run.root.name}: iterations {run.iterations[0]} to {run.iterations[-1]}")
         self.info_label.setToolTip(run.command_line())
+        self.export_button.setEnabled(True)
         self.iteration_slider.blockSignals(True)
         self.iteration_slider.setRange(0, len(run.iterations) - 1)
         self.iteration_slider.setValue(len(run.iterations) - 1)
@@ -415,6 +423,19 @@ class ResultsBrowser(QWidget):
         row = self.table.selected_row()
         if row is not None:
             self.select_particle(row)
+
+    def _export(self) -> None:
+        """Ask where, then export the iteration shown in a worker thread; report the files or the error."""
+        if self._run is None or self._view is None:
+            return
+        target = ask_export_target(self, str(self._run.root.parent))
+        if target is None:
+            return
+        worker = export_worker(self._run.root, *target, self._view.results.iteration)
+        worker.returned.connect(lambda files: show_info(f"exported to {files[0]} ({len(files)} files)"))
+        worker.errored.connect(notify_error)
+        self._exporting = worker  # kept until it ends
+        worker.start()
 
     def _browse(self) -> None:
         start = str(Path(self.root_edit.text()).parent) if self.root_edit.text() else ""
