@@ -291,9 +291,35 @@ def test_write_volume_rejects_bad_input(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_write_em_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(VolumeError, match=r"o\.em: writing EM"):
-        write_volume(tmp_path / "o.em", _volume())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_write_em_round_trip(tmp_path: Path, dtype: type[np.generic]) -> None:
+    data = (_volume() * 20).astype(dtype)
+    path = write_volume(tmp_path / "o.em", data, pixel_size_A=3.0)
+    assert path == tmp_path / "o.em"
+    np.testing.assert_array_equal(read_volume(path), data.astype(np.float32))
+    assert volume_shape(path) == SHAPE
+    assert read_pixel_size(path) is None  # EM headers hold no pixel size
+    assert sorted(tmp_path.iterdir()) == [path]
+
+
+def test_written_em_matches_the_format_notes(tmp_path: Path) -> None:
+    data = _volume()
+    path = write_volume(tmp_path / "o.em", data)
+    assert path.read_bytes() == _em_bytes(data, 6, 5, "f4")  # PC byte order, float32
+
+
+def test_write_em_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_volume(tmp_path / "o.em", _volume(seed=1))
+
+    def write_half_then_fail(target: Path, volume: np.ndarray) -> None:
+        target.write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(volumes_module, "_write_em", write_half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_volume(path, _volume(seed=2))
+    np.testing.assert_array_equal(read_volume(path), _volume(seed=1))
+    assert list(tmp_path.iterdir()) == [path]
 
 
 def test_write_volume_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,6 +57,7 @@ _SP_MAX_IFORM = 1000
 _EM_HEADER_BYTES = 512
 _EM_MACHINES = frozenset({0, 1, 2, 3, 5, 6})
 _EM_PC = 6
+_EM_FLOAT32 = 5
 _EM_DTYPES = {1: "i1", 2: "i2", 4: "i4", 5: "f4", 9: "f8"}
 
 
@@ -169,8 +170,8 @@ def write_volume(path: str | os.PathLike[str], data: ArrayLike, pixel_size_A: fl
     Parameters
     ----------
     path : str or os.PathLike
-        ``.mrc .map .rec .mrcs`` write MRC (mode 2); any other extension writes a
-        little-endian Spider volume. EM cannot be written.
+        ``.mrc .map .rec .mrcs`` write MRC (mode 2), ``.em`` a little-endian float32 EM file (whose
+        header holds no pixel size); any other extension writes a little-endian Spider volume.
     data : (z, y, x) array_like of real numbers
         The voxels.
     pixel_size_A : float
@@ -187,8 +188,6 @@ def write_volume(path: str | os.PathLike[str], data: ArrayLike, pixel_size_A: fl
         If `data` is not 3-D or `pixel_size_A` is not positive.
     TypeError
         If `data` is not real-valued.
-    VolumeError
-        If the extension is ``.em``.
     """
     target = Path(path)
     volume = np.asarray(data)
@@ -199,11 +198,11 @@ def write_volume(path: str | os.PathLike[str], data: ArrayLike, pixel_size_A: fl
     if not (math.isfinite(pixel_size_A) and pixel_size_A > 0):
         raise ValueError(f"pixel_size_A must be a positive number, got {pixel_size_A}")
     kind = _FORMAT_BY_SUFFIX.get(target.suffix.lower(), "spider")
-    if kind == "em":
-        raise _error(target, "writing EM files is not supported; use .mrc or .vol")
     with atomic_path(target) as temporary:
         if kind == "mrc":
             _write_mrc(temporary, volume.astype(np.float32), pixel_size_A)
+        elif kind == "em":
+            _write_em(temporary, volume)
         else:
             _write_spider(temporary, volume, pixel_size_A)
     return target
@@ -451,6 +450,19 @@ def _em_byte_order(head: bytes) -> str:
 def _em_size(head: bytes) -> tuple[int, int, int]:
     nx, ny, nz = np.frombuffer(head[4:16], dtype=f"{_em_byte_order(head)}i4").tolist()
     return nx, ny, nz
+
+
+def _em_header(shape: tuple[int, int, int]) -> bytes:
+    """A little-endian (PC) float32 EM header: machine code, data type code and ``nx ny nz``; zeros after."""
+    nz, ny, nx = shape
+    head = bytes([_EM_PC, 0, 0, _EM_FLOAT32]) + np.array([nx, ny, nz], dtype="<i4").tobytes()
+    return head.ljust(_EM_HEADER_BYTES, b"\0")
+
+
+def _write_em(target: Path, volume: NDArray[np.generic]) -> None:
+    with open(target, "wb") as stream:
+        stream.write(_em_header(volume.shape))
+        stream.write(np.ascontiguousarray(volume, dtype="<f4").tobytes())
 
 
 def _em_layout(source: Path, index: int | None) -> _Layout:
