@@ -75,12 +75,14 @@ FLOORS: tuple[tuple[str, int], ...] = (
     ("napari_mltomo.io", 1),
     ("napari_mltomo.options", 2), ("napari_mltomo.inputs", 2), ("napari_mltomo.runner", 2),
     ("napari_mltomo.compute", 2), ("napari_mltomo.demo", 2), ("napari_mltomo.protein_sets", 2),
+    ("napari_mltomo.export", 2),
     ("napari_mltomo", 3),
 )  # fmt: skip
 #: Helpers that every face may use (the others are faces of their own, which no face imports).
 SHARED_FACE_HELPERS = {
     "napari_mltomo._layers", "napari_mltomo._aligned", "napari_mltomo._widgets._common",
     "napari_mltomo._widgets.paced", "napari_mltomo._widgets.plots", "napari_mltomo._widgets.particle_table",
+    "napari_mltomo._widgets.export_dialog",
 }  # fmt: skip
 #: A widget holding another face's widget whole (the Refinement widget's missing-region tab), not its helpers.
 EMBEDDED = {("napari_mltomo._widgets.refinement", "napari_mltomo._widgets.missing_viewer")}
