@@ -58,7 +58,7 @@ def export_run(
     path : str or os.PathLike
     to : {"relion", "relion30", "dynamo"}
     output : str or os.PathLike
-        The STAR file or table to write.
+        The STAR file or table to write (its folder is made if need be).
     iteration : int, optional
         Default: the last iteration on disk.
     dynamo_data : str or os.PathLike, optional
@@ -74,6 +74,7 @@ def export_run(
     if dynamo_data is not None and to != "dynamo":
         raise ValueError("--dynamo_data goes with --to dynamo")
     particles = run_particles(open_run(path), iteration)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
     if to == "dynamo":
         from napari_mltomo.io.dynamo import write_dynamo_table
 

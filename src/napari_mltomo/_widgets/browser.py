@@ -431,7 +431,8 @@ class ResultsBrowser(QWidget):
         target = ask_export_target(self, str(self._run.root.parent))
         if target is None:
             return
-        worker = export_worker(self._run.root, *target, self._view.results.iteration)
+        path, to = target
+        worker = export_worker(self._run.root, to, path, self._view.results.iteration)
         worker.returned.connect(lambda files: show_info(f"exported to {files[0]} ({len(files)} files)"))
         worker.errored.connect(notify_error)
         self._exporting = worker  # kept until it ends
