@@ -1,4 +1,4 @@
-"""Dynamo tables, checked against the models of both programs written out here.
+"""Dynamo tables, checked against the independent oracles of ``oracles.py``.
 
 Ours: ``particle(q) = ref(E (q + s))`` with ``E = Rz(-psi) Ry(-tilt) Rz(-rot)``. Dynamo's:
 ``particle(q) = template(R (q - d))`` with ``R = Rz(narot) Rx(tilt) Rz(tdrot)`` (its ``dynamo_euler2matrix``)
@@ -10,7 +10,6 @@ Neither the conversion module nor the project's geometry is used here.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,6 @@ import eulerangles
 import numpy as np
 import pytest
 from numpy.typing import NDArray
-from scipy.ndimage import map_coordinates
-from scipy.spatial.transform import Rotation
 
 from napari_mltomo.cli import main
 from napari_mltomo.core.missing import MissingRegion
@@ -28,122 +25,24 @@ from napari_mltomo.io import MetaData, MetadataError, read_volume, write_missing
 from napari_mltomo.io.dynamo import read_dynamo_table, write_dynamo_table
 from napari_mltomo.io.interchange import PosedParticles, read_posed_particles
 from napari_mltomo.io.results import open_run
+from oracles import (
+    BAD,
+    GOOD,
+    PIXEL,
+    SPECIAL,
+    dynamo_matrix,
+    our_matrix,
+    our_poses,
+    pose_scores,
+    posed_phantoms,
+    relion_formula,
+)
 
-N = 32  # even: Dynamo's centre N/2 + 1 (from 1) is our N//2 (from 0)
-PIXEL_A = 2.5
-N_RANDOM = 14
-#: Poses at the poles and at +-90 degrees, where Euler decompositions go wrong.
-SPECIAL = ((90, 0, 90), (-90, 90, -90), (0, 180, 90), (90, 180, -90), (-90, 0, 90), (0, 90, -90))
 WEDGES = (
     MissingRegion(kind="wedge_y", theta_y0_deg=-60, theta_yf_deg=60),
     MissingRegion(kind="wedge_y", theta_y0_deg=-45, theta_yf_deg=45),
 )
-GOOD, BAD = 0.99, 0.9  # NCC a right transform must reach, and a wrong one stay below
 FAST = ("--ang", "30", "--iter", "1", "--dim", "16", "--escape", "0", "--seed", "0", "--quiet")
-
-
-# --------------------------------------------------------------------------- the oracles
-
-
-def _rz(degrees: float) -> NDArray[np.float64]:
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def _rx(degrees: float) -> NDArray[np.float64]:
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-
-
-def _dynamo_matrix(tdrot: float, tilt: float, narot: float) -> NDArray[np.float64]:
-    """Dynamo's ``dynamo_euler2matrix``: ``Rz(narot) Rx(tilt) Rz(tdrot)``."""
-    return _rz(narot) @ _rx(tilt) @ _rz(tdrot)
-
-
-def _relion_matrix(rot: float, tilt: float, psi: float) -> NDArray[np.float64]:
-    """RELION's ``Euler_angles2matrix``, element by element."""
-    ca, sa = np.cos(np.radians(rot)), np.sin(np.radians(rot))
-    cb, sb = np.cos(np.radians(tilt)), np.sin(np.radians(tilt))
-    cg, sg = np.cos(np.radians(psi)), np.sin(np.radians(psi))
-    cc, cs, sc, ss = cb * ca, cb * sa, sb * ca, sb * sa
-    return np.array(
-        [
-            [cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb],
-            [-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb],
-            [sc, ss, cb],
-        ]
-    )
-
-
-def _our_matrix(rot: float, tilt: float, psi: float) -> NDArray[np.float64]:
-    """Our ``E = Rz(-psi) Ry(-tilt) Rz(-rot)``."""
-    return Rotation.from_euler("ZYZ", [rot, tilt, psi], degrees=True).as_matrix().T
-
-
-def _our_poses(images: MetaData) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Each row's ``E`` and ``s``."""
-    angles = np.stack([images[label] for label in ("angleRot", "angleTilt", "anglePsi")], axis=1)
-    shifts = np.stack([images[label] for label in ("shiftX", "shiftY", "shiftZ")], axis=1)
-    return np.stack([_our_matrix(*row) for row in angles]), shifts
-
-
-def _grid() -> NDArray[np.float64]:
-    """Centred ``(x, y, z)`` of every voxel ``[k, i, j]`` of the box, as ``(3, N^3)``."""
-    k, i, j = np.indices((N, N, N)).reshape(3, -1) - N // 2
-    return np.stack([j, i, k]).astype(np.float64)
-
-
-def _sample(volume: NDArray[np.float32], points: NDArray[np.float64]) -> NDArray[np.float64]:
-    """`volume` at centred ``(x, y, z)`` points (cubic spline, zero outside), as a box."""
-    x, y, z = points + N // 2
-    return map_coordinates(volume, np.stack([z, y, x]), order=3, mode="constant").reshape(N, N, N)
-
-
-def _ncc(a: NDArray[np.floating], b: NDArray[np.floating]) -> float:
-    """Normalised cross-correlation inside the ball of radius 0.4 N."""
-    inside = np.linalg.norm(_grid(), axis=0).reshape(N, N, N) <= 0.4 * N
-    return float(np.corrcoef(a[inside], b[inside])[0, 1])
-
-
-def _phantom() -> NDArray[np.float32]:
-    """Four Gaussian blobs, none at the centre, of different sizes and heights."""
-    points = _grid()
-    blobs = (
-        ((5, -3, 2), 1.5, 1.0),
-        ((-4, 4, -3), 2.0, 0.7),
-        ((2, 6, -4), 2.5, 0.5),
-        ((-5, -4, 4), 1.8, 0.85),
-    )
-    volume = sum(
-        height * np.exp(-np.sum((points - np.array(centre)[:, None]) ** 2, axis=0) / (2 * sigma**2))
-        for centre, sigma, height in blobs
-    )
-    return volume.reshape(N, N, N).astype(np.float32)
-
-
-def _turn_degrees(matrix: NDArray[np.float64]) -> float:
-    """The angle a rotation matrix turns by."""
-    return float(np.degrees(np.arccos(np.clip((np.trace(matrix) - 1) / 2, -1, 1))))
-
-
-def _random_angles(
-    rng: np.random.Generator, count: int, matrix: Callable[..., NDArray[np.float64]]
-) -> NDArray[np.float64]:
-    """Euler triples of uniform random rotations turning by 30 to 150 degrees under `matrix`: neither
-    near the identity nor near a half turn, so that the transposed matrix is clearly wrong."""
-    angles = []
-    while len(angles) < count:
-        first, last = rng.uniform(-180, 180, 2)
-        triple = (first, float(np.degrees(np.arccos(rng.uniform(-1, 1)))), last)
-        if 30 <= _turn_degrees(matrix(*triple)) <= 150:
-            angles.append(triple)
-    return np.array(angles)
-
-
-def _random_shifts(rng: np.random.Generator, count: int) -> NDArray[np.float64]:
-    """Uniform in ``[-3, 3]^3`` pixels, at least 2 pixels long (so that a flipped sign is clearly wrong)."""
-    shifts = rng.uniform(-3, 3, size=(8 * count, 3))
-    return shifts[np.linalg.norm(shifts, axis=1) >= 2][:count]
 
 
 # --------------------------------------------------------------------------- data sets
@@ -153,16 +52,14 @@ def _random_shifts(rng: np.random.Generator, count: int) -> NDArray[np.float64]:
 class OurParticles:
     """Particles made with our model, and the poses that made them."""
 
-    phantom: NDArray[np.float32]
     volumes: NDArray[np.float32]
     particles: PosedParticles
 
 
 @dataclass(frozen=True)
 class DynamoParticles:
-    """Particles made with Dynamo's model: the table, its data folder and the phantom."""
+    """Particles made with Dynamo's model: the volumes, the table and its data folder, the classes."""
 
-    phantom: NDArray[np.float32]
     volumes: NDArray[np.float32]
     table: Path
     data: Path
@@ -171,16 +68,12 @@ class DynamoParticles:
 
 @pytest.fixture(scope="module")
 def ours(tmp_path_factory: pytest.TempPathFactory) -> OurParticles:
-    """20 particles ``particle(q) = ref(E (q + s))``: 14 random poses, then the special ones; two wedges."""
+    """Particles ``particle(q) = ref(E (q + s))``: the random poses, then the special ones; two wedges."""
     folder = tmp_path_factory.mktemp("ours")
     rng = np.random.default_rng(7)
-    angles = np.vstack([_random_angles(rng, N_RANDOM, _our_matrix), SPECIAL])
-    shifts = _random_shifts(rng, len(angles))
-    phantom, grid = _phantom(), _grid()
-    volumes = np.stack(
-        [_sample(phantom, _our_matrix(*a) @ (grid + s[:, None])) for a, s in zip(angles, shifts, strict=True)]
-    ).astype(np.float32)
-    names = [str(write_volume(folder / f"p{i:02d}.mrc", v, PIXEL_A)) for i, v in enumerate(volumes)]
+    angles, shifts, volumes = posed_phantoms(rng)
+    volumes = volumes.astype(np.float32)
+    names = [str(write_volume(folder / f"p{i:02d}.mrc", v, PIXEL)) for i, v in enumerate(volumes)]
     count = len(names)
     images = MetaData(
         {
@@ -192,7 +85,7 @@ def ours(tmp_path_factory: pytest.TempPathFactory) -> OurParticles:
             "missingRegionNumber": np.arange(count) % 2 + 1,
         }
     )
-    return OurParticles(phantom, volumes, PosedParticles(images, WEDGES, PIXEL_A))
+    return OurParticles(volumes, PosedParticles(images, WEDGES, PIXEL))
 
 
 def _dynamo_row(tag: int, d: NDArray[np.float64], angles: NDArray[np.float64], klass: int) -> list[float]:
@@ -203,21 +96,13 @@ def _dynamo_row(tag: int, d: NDArray[np.float64], angles: NDArray[np.float64], k
 
 @pytest.fixture(scope="module")
 def dynamo(tmp_path_factory: pytest.TempPathFactory) -> DynamoParticles:
-    """20 particles ``particle(q) = template(R (q - d))`` as ``particle_%05d.em``, tags with gaps, and a
+    """Particles ``particle(q) = template(R (q - d))`` as ``particle_%05d.em``, tags with gaps, and a
     table written with numpy."""
     folder = tmp_path_factory.mktemp("dynamo")
-    rng = np.random.default_rng(11)
-    angles = np.vstack([_random_angles(rng, N_RANDOM, _dynamo_matrix), SPECIAL])
-    shifts = _random_shifts(rng, len(angles))
+    angles, shifts, volumes = posed_phantoms(np.random.default_rng(11), dynamo_matrix, sign=-1)
+    volumes = volumes.astype(np.float32)
     tags = 3 * np.arange(len(angles)) + 2
     classes = np.arange(len(angles)) % 3  # class 0 is read as 1
-    phantom, grid = _phantom(), _grid()
-    volumes = np.stack(
-        [
-            _sample(phantom, _dynamo_matrix(*a) @ (grid - d[:, None]))
-            for a, d in zip(angles, shifts, strict=True)
-        ]
-    ).astype(np.float32)
     data = folder / "data"
     data.mkdir()
     for tag, volume in zip(tags, volumes, strict=True):
@@ -225,11 +110,7 @@ def dynamo(tmp_path_factory: pytest.TempPathFactory) -> DynamoParticles:
     rows = [_dynamo_row(*row) for row in zip(tags, shifts, angles, classes, strict=True)]
     table = folder / "t.tbl"
     np.savetxt(table, rows, fmt="%.10g")
-    return DynamoParticles(phantom, volumes, table, data, classes)
-
-
-def _show(label: str, values: list[float]) -> None:
-    print(f"{label}: min {min(values):.6f} max {max(values):.6f}")
+    return DynamoParticles(volumes, table, data, classes)
 
 
 # --------------------------------------------------------------------------- the oracles agree
@@ -240,13 +121,13 @@ def test_the_oracle_matrices_agree_with_eulerangles() -> None:
     our E of the same angles."""
     for angles in [*np.random.default_rng(3).uniform(-180, 180, (20, 3)), *SPECIAL]:
         np.testing.assert_allclose(
-            _dynamo_matrix(*angles),
+            dynamo_matrix(*angles),
             eulerangles.euler2matrix(angles, axes="zxz", intrinsic=False, right_handed_rotation=True),
             atol=1e-12,
         )
         relion = eulerangles.euler2matrix(angles, axes="zyz", intrinsic=True, right_handed_rotation=True).T
-        np.testing.assert_allclose(_relion_matrix(*angles), relion, atol=1e-12)
-        np.testing.assert_allclose(_our_matrix(*angles), relion, atol=1e-12)
+        np.testing.assert_allclose(relion_formula(*angles), relion, atol=1e-12)
+        np.testing.assert_allclose(our_matrix(*angles), relion, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- C: export
@@ -259,18 +140,10 @@ def test_export_brings_every_particle_onto_the_phantom_in_dynamo_s_model(
     written = write_dynamo_table(table_path, ours.particles, data_dir=tmp_path / "data")
     table = np.loadtxt(table_path, ndmin=2)
     assert table.shape == (len(ours.volumes), 42)
-    grid, good, transposed, flipped = _grid(), [], [], []
-    for k, (row, particle) in enumerate(zip(table, ours.volumes, strict=True)):
-        d, r = row[3:6], _dynamo_matrix(*row[6:9])
-        good.append(_ncc(_sample(particle, r.T @ grid + d[:, None]), ours.phantom))
-        if k < N_RANDOM:  # a special pose may be its own inverse
-            transposed.append(_ncc(_sample(particle, r @ grid + d[:, None]), ours.phantom))
-            flipped.append(_ncc(_sample(particle, r.T @ grid - d[:, None]), ours.phantom))
-    _show("C: exported poses", good)
-    _show("C: transposed", transposed)
-    _show("C: shift sign flipped", flipped)
-    assert min(good) >= GOOD
-    assert max(transposed) < BAD and max(flipped) < BAD
+    matrices = [dynamo_matrix(*row).T for row in table[:, 6:9]]
+    good, transposed, flipped = pose_scores(ours.volumes, matrices, table[:, 3:6], label="C: exported poses")
+    assert good.min() >= GOOD
+    assert transposed.max() < BAD and flipped.max() < BAD
     assert written[0] == table_path and len(written) == 1 + len(table)
 
 
@@ -297,7 +170,7 @@ def test_export_writes_every_column_and_the_particles(ours: OurParticles, tmp_pa
 
 
 def test_export_without_regions_writes_no_wedge(ours: OurParticles, tmp_path: Path) -> None:
-    particles = PosedParticles(ours.particles.images, (), PIXEL_A)
+    particles = PosedParticles(ours.particles.images, (), PIXEL)
     assert write_dynamo_table(tmp_path / "p.tbl", particles) == [tmp_path / "p.tbl"]
     table = np.loadtxt(tmp_path / "p.tbl", ndmin=2)
     np.testing.assert_array_equal(table[:, 12:15], 0)
@@ -314,7 +187,7 @@ def test_export_without_regions_writes_no_wedge(ours: OurParticles, tmp_path: Pa
 def test_export_refuses_regions_dynamo_cannot_express(
     ours: OurParticles, tmp_path: Path, region: MissingRegion
 ) -> None:
-    particles = PosedParticles(ours.particles.images, (WEDGES[0], region), PIXEL_A)
+    particles = PosedParticles(ours.particles.images, (WEDGES[0], region), PIXEL)
     with pytest.raises(ValueError, match=rf"region 2 is a {region.kind}: Dynamo tables only express"):
         write_dynamo_table(tmp_path / "p.tbl", particles, data_dir=tmp_path / "data")
     assert list(tmp_path.iterdir()) == []
@@ -322,7 +195,7 @@ def test_export_refuses_regions_dynamo_cannot_express(
 
 def test_export_warns_about_an_asymmetric_wedge(ours: OurParticles, tmp_path: Path) -> None:
     wedge = MissingRegion(kind="wedge_y", theta_y0_deg=-50, theta_yf_deg=65)
-    particles = PosedParticles(ours.particles.images, (wedge, WEDGES[1]), PIXEL_A)
+    particles = PosedParticles(ours.particles.images, (wedge, WEDGES[1]), PIXEL)
     with pytest.warns(UserWarning, match=r"region 1: .*asymmetric.*not verified"):
         write_dynamo_table(tmp_path / "p.tbl", particles)
     table = np.loadtxt(tmp_path / "p.tbl", ndmin=2)
@@ -350,18 +223,12 @@ def test_export_refuses_odd_boxes_and_other_suffixes(tmp_path: Path) -> None:
 
 
 def test_import_brings_every_particle_onto_the_phantom_in_our_model(dynamo: DynamoParticles) -> None:
-    matrices, shifts = _our_poses(read_dynamo_table(dynamo.table, dynamo.data).images)
-    grid, good, transposed, flipped = _grid(), [], [], []
-    for k, (particle, e, s) in enumerate(zip(dynamo.volumes, matrices, shifts, strict=True)):
-        good.append(_ncc(_sample(particle, e.T @ grid - s[:, None]), dynamo.phantom))
-        if k < N_RANDOM:
-            transposed.append(_ncc(_sample(particle, e @ grid - s[:, None]), dynamo.phantom))
-            flipped.append(_ncc(_sample(particle, e.T @ grid + s[:, None]), dynamo.phantom))
-    _show("D: imported poses", good)
-    _show("D: transposed", transposed)
-    _show("D: shift sign flipped", flipped)
-    assert min(good) >= GOOD
-    assert max(transposed) < BAD and max(flipped) < BAD
+    matrices, shifts = our_poses(read_dynamo_table(dynamo.table, dynamo.data).images)
+    good, transposed, flipped = pose_scores(
+        dynamo.volumes, matrices.transpose(0, 2, 1), -shifts, label="D: imported poses"
+    )
+    assert good.min() >= GOOD
+    assert transposed.max() < BAD and flipped.max() < BAD
 
 
 def test_import_reads_classes_wedges_and_files(dynamo: DynamoParticles) -> None:
@@ -380,8 +247,8 @@ def test_the_published_pair_gives_relion_s_matrix(tmp_path: Path) -> None:
     (eulerangles' test suite); RELION's matrix is our E transposed."""
     write_volume(tmp_path / "particle_00001.em", np.zeros((4, 4, 4), np.float32))
     np.savetxt(tmp_path / "t.tbl", [_dynamo_row(1, np.zeros(3), np.array([-47.2730, 1.1777, -132.3000]), 1)])
-    matrices, _ = _our_poses(read_dynamo_table(tmp_path / "t.tbl", tmp_path).images)
-    np.testing.assert_allclose(matrices[0], _relion_matrix(137.7000, 1.1777, 42.7270).T, atol=1e-5)
+    matrices, _ = our_poses(read_dynamo_table(tmp_path / "t.tbl", tmp_path).images)
+    np.testing.assert_allclose(matrices[0], relion_formula(137.7000, 1.1777, 42.7270).T, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["particle_000007.em", "particle_00007.mrc"])
@@ -447,7 +314,7 @@ def test_export_then_import_gives_the_same_poses(ours: OurParticles, tmp_path: P
     write_dynamo_table(tmp_path / "p.tbl", ours.particles, data_dir=tmp_path / "data")
     back = read_dynamo_table(tmp_path / "p.tbl", tmp_path / "data")
     before, after = ours.particles.images, back.images
-    (matrices, shifts), (matrices_back, shifts_back) = _our_poses(before), _our_poses(after)
+    (matrices, shifts), (matrices_back, shifts_back) = our_poses(before), our_poses(after)
     np.testing.assert_allclose(matrices_back, matrices, atol=1e-6)  # matrices: never Euler triples
     np.testing.assert_allclose(shifts_back, shifts, atol=1e-4)
     np.testing.assert_array_equal(after["ref"], before["ref"])

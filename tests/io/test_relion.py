@@ -1,11 +1,10 @@
-"""RELION particle STAR files, export and import, against oracles written out here.
+"""RELION particle STAR files, export and import, against the independent oracles of ``oracles.py``.
 
 Our model: ``particle(q) = ref(E (q + s))``, ``E = Rz(-psi) Ry(-tilt) Rz(-rot)``, ``s`` in pixels.
 RELION's (3-D boxes): ``particle(q) = ref(A^T (q + o / p))``, ``A`` from RELION's Euler formula (checked
-against eulerangles), ``o`` the ``rlnOrigin*Angst``. Particles are resampled with SciPy on centred grids
-(voxel ``[k, i, j]`` is ``(x, y, z) = (j - N//2, i - N//2, k - N//2)``) and scored by their normalised
-cross-correlation with the phantom inside the ball ``r <= 0.4 N``. Nothing here uses the package's own
-geometry or pose conversions.
+against eulerangles here), ``o`` the ``rlnOrigin*Angst``. A phantom is turned into particles by one model,
+the file is read by the other, and the particles brought back must match the phantom. Nothing here uses
+the package's own geometry or pose conversions.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import mrcfile
 import numpy as np
 import pytest
 import starfile
-from scipy.ndimage import map_coordinates
 from scipy.spatial.transform import Rotation
 
 from napari_mltomo.cli import main, parse_command
@@ -26,50 +24,27 @@ from napari_mltomo.io import MetaData, MetadataError, read_star_blocks, write_vo
 from napari_mltomo.io.interchange import PosedParticles, read_posed_particles
 from napari_mltomo.io.relion import read_relion_star, write_relion_star
 from napari_mltomo.io.results import open_run
+from oracles import (
+    BAD,
+    GOOD,
+    PHANTOM,
+    PIXEL,
+    POINTS,
+    N,
+    our_matrix,
+    our_poses,
+    pose_scores,
+    posed_phantoms,
+    relion_formula,
+)
 
-N, PIXEL, CENTRE = 32, 2.5, 16
-#: Four off-centre Gaussian blobs: centre (x, y, z) px, sigma px, amplitude.
-BLOBS = (((5, 0, -3), 1.5, 1.0), ((-4, 6, 2), 2.0, 0.8), ((2, -5, 7), 2.5, 0.6), ((-6, -3, -5), 1.8, 0.5))
-N_RANDOM = 14
-SPECIAL_ANGLES = ((90, 0, 90), (-90, 90, -90), (0, 180, 90), (90, 90, -90), (-90, 180, 90), (0, 0, -90))
 REGIONS = (
     MissingRegion(kind="wedge_y", theta_y0_deg=-60, theta_yf_deg=60),
     MissingRegion(kind="wedge_y", theta_y0_deg=-50, theta_yf_deg=50),
 )
-GOOD, CONTROL = 0.99, 0.9
 
 
-# --------------------------------------------------------------------------- oracles
-
-
-def _rz(degrees: float) -> np.ndarray:
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def _ry(degrees: float) -> np.ndarray:
-    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
-def ours_matrix(rot: float, tilt: float, psi: float) -> np.ndarray:
-    """Our E (docs/conventions.md), transcribed."""
-    return _rz(-psi) @ _ry(-tilt) @ _rz(-rot)
-
-
-def relion_formula(rot: float, tilt: float, psi: float) -> np.ndarray:
-    """RELION's Euler_angles2matrix, written out element by element."""
-    ca, sa = np.cos(np.radians(rot)), np.sin(np.radians(rot))
-    cb, sb = np.cos(np.radians(tilt)), np.sin(np.radians(tilt))
-    cg, sg = np.cos(np.radians(psi)), np.sin(np.radians(psi))
-    cc, cs, sc, ss = cb * ca, cb * sa, sb * ca, sb * sa
-    return np.array(
-        [
-            [cg * cc - sg * sa, cg * cs + sg * ca, -cg * sb],
-            [-sg * cc - cg * sa, -sg * cs + cg * ca, sg * sb],
-            [sc, ss, cb],
-        ]
-    )
+# --------------------------------------------------------------------------- RELION's side
 
 
 def relion_matrix(rot: float, tilt: float, psi: float) -> np.ndarray:
@@ -77,60 +52,6 @@ def relion_matrix(rot: float, tilt: float, psi: float) -> np.ndarray:
     return eulerangles.euler2matrix(
         np.array([rot, tilt, psi], dtype=float), axes="zyz", intrinsic=True, right_handed_rotation=True
     ).T
-
-
-def _centred_points() -> np.ndarray:
-    z, y, x = np.meshgrid(*(np.arange(N) - CENTRE,) * 3, indexing="ij")
-    return np.stack([x.ravel(), y.ravel(), z.ravel()]).astype(float)
-
-
-POINTS = _centred_points()
-BALL = np.linalg.norm(POINTS, axis=0) <= 0.4 * N
-
-
-def sample(volume: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """``volume`` at centred ``(x, y, z)`` points, as an ``(N, N, N)`` array on the grid of POINTS."""
-    x, y, z = points
-    coords = np.stack([z + CENTRE, y + CENTRE, x + CENTRE])
-    return map_coordinates(volume, coords, order=3, mode="constant").reshape(N, N, N)
-
-
-def _phantom() -> np.ndarray:
-    total = np.zeros(POINTS.shape[1])
-    for centre, sigma, amplitude in BLOBS:
-        distance2 = np.sum((POINTS - np.array(centre, dtype=float)[:, None]) ** 2, axis=0)
-        total += amplitude * np.exp(-distance2 / (2 * sigma**2))
-    return total.reshape(N, N, N)
-
-
-PHANTOM = _phantom()
-
-
-def ncc(volume: np.ndarray) -> float:
-    """Normalised cross-correlation with the phantom inside the ball."""
-    a, b = volume.ravel()[BALL], PHANTOM.ravel()[BALL]
-    a, b = a - a.mean(), b - b.mean()
-    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
-
-
-def random_poses(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """14 uniform random (rot, tilt, psi), then the special poses; shifts uniform in [-3, 3]^3 px.
-
-    A random pose is kept if it turns by 30 to 150 degrees and its shift is at least 2 px long, so that
-    the controls can tell it from its inverse (a half turn is its own inverse) and a flipped shift sign
-    moves the particle visibly.
-    """
-    rng = np.random.default_rng(seed)
-    angles, shifts = [], []
-    while len(angles) < N_RANDOM:
-        triple = (rng.uniform(-180, 180), np.degrees(np.arccos(rng.uniform(-1, 1))), rng.uniform(-180, 180))
-        shift = rng.uniform(-3, 3, 3)
-        turn = np.degrees(np.arccos(np.clip((np.trace(ours_matrix(*triple)) - 1) / 2, -1, 1)))
-        if 30 <= turn <= 150 and np.linalg.norm(shift) >= 2:
-            angles.append(triple)
-            shifts.append(shift)
-    shifts += list(rng.uniform(-3, 3, (len(SPECIAL_ANGLES), 3)))
-    return np.array([*angles, *SPECIAL_ANGLES], dtype=float), np.array(shifts)
 
 
 def wedge_oracle(region: MissingRegion) -> np.ndarray:
@@ -144,30 +65,19 @@ def read_mrc(path: str | Path) -> np.ndarray:
         return np.asarray(mrc.data, dtype=np.float64)
 
 
-def _scores(particles: list[np.ndarray], matrices: list[np.ndarray], offsets: np.ndarray) -> np.ndarray:
-    """NCC of each particle sampled at ``M r + t``, for its matrix ``M`` and offset ``t``."""
-    return np.array(
-        [
-            ncc(sample(particle, matrix @ POINTS + offset[:, None]))
-            for particle, matrix, offset in zip(particles, matrices, offsets, strict=True)
-        ]
-    )
-
-
-def _transposed(matrices: list[np.ndarray]) -> list[np.ndarray]:
-    return [matrix.T for matrix in matrices]
-
-
 def _relion_triples(rows: MetaData) -> np.ndarray:
     return np.stack([rows["rlnAngleRot"], rows["rlnAngleTilt"], rows["rlnAnglePsi"]], axis=1)
+
+
+# --------------------------------------------------------------------------- the oracles agree
 
 
 def test_relion_formula_is_eulerangles_transposed_and_our_matrix() -> None:
     triple = (37.0, 81.0, -123.0)
     np.testing.assert_allclose(relion_formula(*triple), relion_matrix(*triple), atol=1e-12)
-    np.testing.assert_allclose(ours_matrix(*triple), relion_formula(*triple), atol=1e-12)
+    np.testing.assert_allclose(our_matrix(*triple), relion_formula(*triple), atol=1e-12)
     scipy_ours = Rotation.from_euler("ZYZ", triple, degrees=True).as_matrix().T
-    np.testing.assert_allclose(ours_matrix(*triple), scipy_ours, atol=1e-12)
+    np.testing.assert_allclose(our_matrix(*triple), scipy_ours, atol=1e-12)
 
 
 # --------------------------------------------------------------------------- A: ml_tomo -> RELION
@@ -175,13 +85,13 @@ def test_relion_formula_is_eulerangles_transposed_and_our_matrix() -> None:
 
 @pytest.fixture(scope="module")
 def ours(tmp_path_factory: pytest.TempPathFactory) -> PosedParticles:
-    """20 particles of the phantom made with our model, in two regions and two classes."""
+    """Particles of the phantom made with our model (the random poses, then the special ones), in two
+    regions and two classes."""
     folder = tmp_path_factory.mktemp("ours")
-    angles, shifts = random_poses(seed=7)
-    names = []
-    for row, (triple, shift) in enumerate(zip(angles, shifts, strict=True)):
-        particle = sample(PHANTOM, ours_matrix(*triple) @ (POINTS + shift[:, None]))
-        names.append(str(write_volume(folder / f"p{row:02d}.mrc", particle, PIXEL)))
+    angles, shifts, volumes = posed_phantoms(np.random.default_rng(7))
+    names = [
+        str(write_volume(folder / f"p{row:02d}.mrc", volume, PIXEL)) for row, volume in enumerate(volumes)
+    ]
     count = len(names)
     images = MetaData(
         {
@@ -211,12 +121,9 @@ def test_export_brings_every_particle_onto_the_phantom(ours: PosedParticles, tmp
     matrices = [relion_matrix(*row) for row in _relion_triples(rows)]
     origins = np.stack([rows[f"rlnOrigin{axis}Angst"] for axis in "XYZ"], axis=1) / pixel
     particles = [read_mrc(name) for name in rows["rlnImageName"]]
-    exact = _scores(particles, matrices, -origins)
-    transposed = _scores(particles[:N_RANDOM], _transposed(matrices[:N_RANDOM]), -origins[:N_RANDOM])
-    flipped = _scores(particles[:N_RANDOM], matrices[:N_RANDOM], origins[:N_RANDOM])
-    print(f"\nexport NCC min {exact.min():.4f}; controls max {transposed.max():.4f} {flipped.max():.4f}")
+    exact, transposed, flipped = pose_scores(particles, matrices, -origins, label="export")
     assert exact.min() >= GOOD
-    assert transposed.max() < CONTROL and flipped.max() < CONTROL
+    assert transposed.max() < BAD and flipped.max() < BAD
 
 
 def test_export_reads_the_same_with_starfile(ours: PosedParticles, tmp_path: Path) -> None:
@@ -275,7 +182,7 @@ def test_relion30_layout_has_pixel_origins_and_a_detector_pixel(ours: PosedParti
     np.testing.assert_array_equal(rows["rlnClassNumber"], ours.images["ref"])
     matrices = [relion_matrix(*row) for row in _relion_triples(rows)]
     particles = [read_mrc(name) for name in rows["rlnImageName"]]
-    exact = _scores(particles, matrices, -origins)
+    exact, _, _ = pose_scores(particles, matrices, -origins)
     assert exact.min() >= GOOD
 
 
@@ -316,14 +223,18 @@ def test_the_export_command_writes_the_runs_particles(tiny_run: Path, tmp_path: 
 # --------------------------------------------------------------------------- B: RELION -> ml_tomo
 
 
+def relion_inverse(rot: float, tilt: float, psi: float) -> np.ndarray:
+    """``A^T``: RELION's particle at ``q`` is its reference at ``A^T (q + o)``."""
+    return relion_formula(rot, tilt, psi).T
+
+
 def _relion_particles(folder: Path, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Particles made with RELION's model in ``folder/Subtomograms``: names relative to ``folder``,
     RELION angles, origins in pixels."""
-    angles, origins = random_poses(seed)
+    angles, origins, volumes = posed_phantoms(np.random.default_rng(seed), relion_inverse)
     (folder / "Subtomograms").mkdir()
     names = []
-    for row, (triple, origin) in enumerate(zip(angles, origins, strict=True)):
-        particle = sample(PHANTOM, relion_formula(*triple).T @ (POINTS + origin[:, None]))
+    for row, particle in enumerate(volumes):
         names.append(f"Subtomograms/t{row:02d}.mrc")
         with mrcfile.new(folder / names[-1]) as mrc:
             mrc.set_data(particle.astype(np.float32))
@@ -397,18 +308,12 @@ def relion_set(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str
     return (folder, *_relion_particles(folder, seed=11))
 
 
-def _import_scores(posed: PosedParticles) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _import_scores(posed: PosedParticles, label: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """NCC of ``particle(E^T r - s)`` (every particle), and of the controls ``E r - s`` and ``E^T r + s``
     (the random poses)."""
-    images = posed.images
-    angles = images.float_columns(("angleRot", "angleTilt", "anglePsi"))
-    shifts = images.float_columns(("shiftX", "shiftY", "shiftZ"))
-    particles = [read_mrc(name) for name in images["image"]]
-    matrices = [ours_matrix(*triple) for triple in angles]
-    exact = _scores(particles, _transposed(matrices), -shifts)
-    transposed = _scores(particles[:N_RANDOM], matrices[:N_RANDOM], -shifts[:N_RANDOM])
-    flipped = _scores(particles[:N_RANDOM], _transposed(matrices[:N_RANDOM]), shifts[:N_RANDOM])
-    return exact, transposed, flipped
+    matrices, shifts = our_poses(posed.images)
+    particles = [read_mrc(name) for name in posed.images["image"]]
+    return pose_scores(particles, matrices.transpose(0, 2, 1), -shifts, label)
 
 
 def test_import_brings_every_particle_onto_the_phantom(relion_set, monkeypatch) -> None:
@@ -421,10 +326,9 @@ def test_import_brings_every_particle_onto_the_phantom(relion_set, monkeypatch) 
     assert list(posed.images["image"]) == [str(folder / name) for name in names]
     np.testing.assert_array_equal(posed.images["ref"], np.arange(len(names)) % 3 + 1)
     np.testing.assert_array_equal(posed.images["missingRegionNumber"], 1)
-    exact, transposed, flipped = _import_scores(posed)
-    print(f"\nimport NCC min {exact.min():.4f}; controls max {transposed.max():.4f} {flipped.max():.4f}")
+    exact, transposed, flipped = _import_scores(posed, label="import")
     assert exact.min() >= GOOD
-    assert transposed.max() < CONTROL and flipped.max() < CONTROL
+    assert transposed.max() < BAD and flipped.max() < BAD
 
 
 def test_import_of_a_relion30_file(relion_set) -> None:
@@ -436,7 +340,7 @@ def test_import_of_a_relion30_file(relion_set) -> None:
     np.testing.assert_allclose(posed.images.float_columns(("shiftX", "shiftY", "shiftZ")), origins, atol=1e-6)
     exact, transposed, flipped = _import_scores(posed)
     assert exact.min() >= GOOD
-    assert transposed.max() < CONTROL and flipped.max() < CONTROL
+    assert transposed.max() < BAD and flipped.max() < BAD
 
 
 def test_image_names_follow_the_project_folder(relion_set, tmp_path: Path) -> None:
@@ -518,13 +422,9 @@ def test_a_refused_file_on_the_command_line_is_one_error_line(
 # --------------------------------------------------------------------------- round trip
 
 
-def _scipy_matrices(angles: np.ndarray) -> np.ndarray:
-    return Rotation.from_euler("ZYZ", angles, degrees=True).as_matrix().transpose(0, 2, 1)
-
-
 @pytest.mark.parametrize("layout", ["relion", "relion30"])
 def test_export_then_import_gives_back_every_pose(ours: PosedParticles, tmp_path: Path, layout: str) -> None:
-    """The 20 poses plus tilts outside [0, 180] on Spider particles (converted to MRC on the way)."""
+    """The poses of ``ours`` plus tilts outside [0, 180] on Spider particles (converted to MRC on the way)."""
     awkward = np.array([[30.0, -40.0, 50.0], [-170.0, 200.0, 10.0], [90.0, -90.0, -90.0], [0.0, -180.0, 0.0]])
     spider = [str(write_volume(tmp_path / f"s{row}.vol", PHANTOM * (row + 1), PIXEL)) for row in range(4)]
     extra = MetaData(
@@ -538,24 +438,20 @@ def test_export_then_import_gives_back_every_pose(ours: PosedParticles, tmp_path
             "logLikelihood": np.full(4, -5.0),
         }
     )
+    count = len(ours.images)
     images = MetaData({label: np.concatenate([ours.images[label], extra[label]]) for label in extra.labels})
     star = tmp_path / "round.star"
     written = write_relion_star(star, PosedParticles(images, REGIONS, PIXEL), layout=layout)
     back = read_relion_star(star)
-    angles = ("angleRot", "angleTilt", "anglePsi")
-    shifts = ("shiftX", "shiftY", "shiftZ")
-    before, after = (
-        _scipy_matrices(images.float_columns(angles)),
-        _scipy_matrices(back.images.float_columns(angles)),
-    )
-    np.testing.assert_allclose(after, before, atol=1e-6)
-    np.testing.assert_allclose(back.images.float_columns(shifts), images.float_columns(shifts), atol=1e-4)
+    (matrices, shifts), (matrices_back, shifts_back) = our_poses(images), our_poses(back.images)
+    np.testing.assert_allclose(matrices_back, matrices, atol=1e-6)  # matrices: never Euler triples
+    np.testing.assert_allclose(shifts_back, shifts, atol=1e-4)
     for label in ("ref", "missingRegionNumber"):
         np.testing.assert_array_equal(back.images[label], images[label])
     np.testing.assert_allclose(back.images["pMax"], images["pMax"], atol=1e-6)
     assert back.regions == REGIONS and back.pixel_size_A == pytest.approx(PIXEL)
-    assert list(back.images["image"][:20]) == list(ours.images["image"])
-    converted = [Path(name) for name in back.images["image"][20:]]
+    assert list(back.images["image"][:count]) == list(ours.images["image"])
+    converted = [Path(name) for name in back.images["image"][count:]]
     assert all(path.parent == (tmp_path / "round_subtomos").resolve() for path in converted)
     assert len(set(converted)) == 4 and set(converted) <= {path.resolve() for path in written}
     for row, path in enumerate(converted):
