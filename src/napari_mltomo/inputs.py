@@ -33,11 +33,11 @@ from napari_mltomo.io import (
     checked_volume_shape,
     image_key,
     particle_box,
+    read_finite_volume,
     read_images,
     read_metadata,
     read_missing_regions,
     read_pixel_size,
-    read_volume,
     read_volume_stack,
     voxels_text,
 )
@@ -133,9 +133,9 @@ class RunInputs:
             return point.model
         if not self.reference_files:
             return None
-        maps = np.stack([read_volume(name) for name in self.reference_files])
+        maps = [read_finite_volume(name, "--ref maps must be finite") for name in self.reference_files]
         return StartModel(
-            references=prepare_references(maps, self.size),
+            references=prepare_references(np.stack(maps), self.size),
             fractions=self.reference_weights,
             iteration=params.istart - 1,
         )
@@ -325,10 +325,11 @@ def _focus_mask(path: str | None, box_size: int) -> NDArray[np.float32] | None:
     """``--mask``: a cube of the particle box with values in [0, 1]."""
     if path is None:
         return None
-    mask = read_volume(path)
-    if mask.shape != (box_size,) * 3:
-        raise ParameterError(f"--mask {path}: is {mask.shape}, the particles are {(box_size,) * 3}")
-    if not (np.all(np.isfinite(mask)) and mask.min() >= 0.0 and mask.max() <= 1.0):
+    shape = checked_volume_shape(path, "--mask")  # from the header, before reading the voxels
+    if shape != (box_size,) * 3:
+        raise ParameterError(f"--mask {path}: is {shape}, the particles are {(box_size,) * 3}")
+    mask = read_finite_volume(path, "--mask needs values in [0, 1]")
+    if not (mask.min() >= 0.0 and mask.max() <= 1.0):
         raise ParameterError(f"--mask {path}: values must lie in [0, 1] (1 = classify, 0 = ignore)")
     return mask
 

@@ -15,7 +15,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from napari_mltomo.compute import cluster_executor, dask_client
-from napari_mltomo.core.refine import ChunkProgress, MLState, NonFiniteParticles, iter_refine
+from napari_mltomo.core.refine import (
+    ChunkProgress,
+    ConstantParticles,
+    MLState,
+    NonFiniteParticles,
+    iter_refine,
+)
 from napari_mltomo.inputs import RunInputs
 from napari_mltomo.io.run import RunWriter
 from napari_mltomo.io.volumes import VolumeError
@@ -64,7 +70,9 @@ def refine_events(inputs: RunInputs, stop: threading.Event | None = None) -> Ite
     Raises
     ------
     VolumeError
-        For a particle with NaN or Inf voxels, found on the first pass over the particles.
+        For a particle with NaN or Inf voxels, or particles that are all constant, found on the first pass
+        over the particles. No file is written then: the files of given starting references (``--ref``)
+        are written once that pass is done, with those of the first iteration.
     OSError, ValueError
         Whatever the engine or a write raised, in the caller's thread.
     """
@@ -109,25 +117,52 @@ def _refine(inputs: RunInputs, stop: threading.Event, put: Callable[[object], No
         inputs.command_line,
     )
     last = None
+    unwritten: list[MLState] = []  # given starting references (--ref), until a pass has checked the particles
     with dask_client(inputs.scheduler, inputs.workers) as client:
         states = iter_refine(data, inputs.params, start, executor=cluster_executor(client), on_chunk=on_chunk)
         try:
             for number, state in enumerate(states):
                 restored = number == 0 and inputs.restart is not None  # its files are already there
                 if not state.startup_step and not restored:
-                    writer.write_iteration(state)
-                put(state)
+                    unwritten.append(state)
+                if state.stats is not None or start is None:  # a pass over the particles came before it
+                    _write_all(writer, unwritten)
                 if state.stats is not None:
                     last = state
+                put(state)
                 if stop.is_set():
-                    return RunEnd(last, complete=False)
+                    return _stopped(writer, unwritten, last)
         except _Stopped:
-            return RunEnd(last, complete=False)
+            return _stopped(writer, unwritten, last)
         except NonFiniteParticles as error:
             raise _non_finite_error(inputs, error) from None
+        except ConstantParticles as error:
+            raise _constant_error(inputs, error) from None
     assert state is not None
+    _write_all(writer, unwritten)
     writer.write_final(state)
     return RunEnd(last, complete=True)
+
+
+def _write_all(writer: RunWriter, states: list[MLState]) -> None:
+    """Write the files of ``states`` and forget them."""
+    for state in states:
+        writer.write_iteration(state)
+    states.clear()
+
+
+def _stopped(writer: RunWriter, unwritten: list[MLState], last: MLState | None) -> RunEnd:
+    """The end of a stopped run, with the files of every state it yielded."""
+    _write_all(writer, unwritten)
+    return RunEnd(last, complete=False)
+
+
+def _constant_error(inputs: RunInputs, error: ConstantParticles) -> VolumeError:
+    """The one line refusing particles that are all constant, naming the first."""
+    first = inputs.images["image"][0]
+    return VolumeError(
+        f"{first}: constant (one value in every voxel), like all {error.n} particles; nothing to refine"
+    )
 
 
 def _non_finite_error(inputs: RunInputs, error: NonFiniteParticles) -> VolumeError:

@@ -56,6 +56,11 @@ class _Counted:
         return _Counted, (self.value,)  # a copy made by pickling counts too
 
 
+def _particles(n: int) -> np.ndarray:
+    """``n`` particles of 2^3 voxels, not constant (a pass over constant particles is refused)."""
+    return np.random.default_rng(n).standard_normal((n, 2, 2, 2)).astype(np.float32)
+
+
 def _index_sum(volumes: np.ndarray, indices: np.ndarray) -> _Counted:
     return _Counted(int(indices.sum()))
 
@@ -67,7 +72,7 @@ def _cluster(distributed: Any) -> Any:
 
 @pytest.mark.parametrize("on_cluster", [False, True])
 def test_chunk_results_are_added_as_they_finish_not_held_until_the_end(on_cluster: bool) -> None:
-    data = SubtomogramSet(np.zeros((160, 2, 2, 2), dtype=np.float32))
+    data = SubtomogramSet(_particles(160))
     params = MLParams(n_classes=1, threads=2, chunk_size=4)
     _Counted.alive = _Counted.peak = 0
     if on_cluster:
@@ -95,7 +100,7 @@ def _slow_chunk(volumes: np.ndarray, indices: np.ndarray) -> int:
 
 def test_raising_from_the_progress_callback_cancels_the_chunks_on_a_cluster() -> None:
     distributed = pytest.importorskip("distributed")
-    data = SubtomogramSet(np.zeros((40, 2, 2, 2), dtype=np.float32))
+    data = SubtomogramSet(_particles(40))
     params = MLParams(n_classes=1, threads=2, chunk_size=1)
 
     def stop(event: ChunkProgress) -> None:
@@ -119,7 +124,7 @@ def test_threads_and_a_cluster_add_the_chunks_in_the_same_order() -> None:
     def chunk_value(volumes: np.ndarray, indices: np.ndarray) -> float:
         return float(values[indices].sum())
 
-    data = SubtomogramSet(np.zeros((37, 2, 2, 2), dtype=np.float32))
+    data = SubtomogramSet(_particles(37))
     params = MLParams(n_classes=1, threads=2, chunk_size=1)
     on_threads = sum_chunks(chunk_value, data, params, [], Dispatch(), "test")
     with _cluster(distributed) as client:

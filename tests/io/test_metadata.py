@@ -636,3 +636,99 @@ def test_malformed_files_raise_metadata_error_naming_the_file(tmp_path: Path, te
     path = _write(tmp_path, "images.txt", text)
     with pytest.raises(MetadataError, match=f"^{re.escape(str(path))}"):
         read_images(path)
+
+
+# --------------------------------------------------------------------------- byte order mark, line ends, tabs
+
+STAR_WEDGES = """\
+# XMIPP_STAR_1 *
+data_noname
+loop_
+ _missingRegionNumber
+ _missingRegionType
+ _missingRegionThetaY0
+ _missingRegionThetaYF
+ _missingRegionThetaX0
+ _missingRegionThetaXF
+2 pyramid -50 55 -40 45
+1 wedge_y -60.5 60 0 0
+"""
+STAR_WEIGHTS = "data_\nloop_\n _ref\n _weight\n1 0.25\n2 0.75\n"  # a --frac file
+
+_PLAIN_TEXT = {
+    "star loop": ("images.xmd", STAR_LOOP, read_metadata),
+    "star blocks": ("run_ref.xmd", STAR_BLOCKS, read_star_blocks),
+    "docfile": ("images.doc", DOCFILE, read_metadata),
+    "selfile": ("images.sel", SELFILE, read_metadata),
+    "headerless images": ("images.txt", SEED_IMAGES, read_metadata),
+    "headerless wedges": ("wedges.doc", SEED_WEDGES, read_missing_regions),
+    "star wedges": ("wedges.xmd", STAR_WEDGES, read_missing_regions),
+    "frac weights": ("weights.xmd", STAR_WEIGHTS, read_metadata),
+}
+
+_UNQUOTED_SPACE = re.compile(r"""('[^']*'|"[^"]*")| """)
+
+
+def _tabs(text: str) -> str:
+    """``text`` with every space outside quotes a tab."""
+    return _UNQUOTED_SPACE.sub(lambda match: match[1] or "\t", text)
+
+
+_DRESSINGS = {
+    "byte order mark": lambda text: "\ufeff" + text,
+    "CRLF": lambda text: text.replace("\n", "\r\n"),
+    "CR": lambda text: text.replace("\n", "\r"),
+    "tabs": _tabs,
+    "all at once": lambda text: "\ufeff" + _tabs(text).replace("\n", "\r\n"),
+}
+
+
+def _comparable(read: object) -> object:
+    """A reader's result as plain Python values (tables as label -> list)."""
+    if isinstance(read, MetaData):
+        return {label: read[label].tolist() for label in read.labels}
+    if isinstance(read, dict):
+        return {name: _comparable(table) for name, table in read.items()}
+    return read
+
+
+@pytest.mark.parametrize("dressing", _DRESSINGS)
+@pytest.mark.parametrize("kind", _PLAIN_TEXT)
+def test_bom_line_ends_and_tabs_read_as_plain_text(tmp_path: Path, kind: str, dressing: str) -> None:
+    name, text, read = _PLAIN_TEXT[kind]
+    plain = _write(tmp_path / "plain", name, text)
+    dressed = tmp_path / "dressed" / name
+    dressed.parent.mkdir()
+    dressed.write_bytes(_DRESSINGS[dressing](text).encode("utf-8"))  # bytes: no newline translation
+    assert _comparable(read(dressed)) == _comparable(read(plain))
+
+
+def test_errors_in_dressed_text_give_the_line_an_editor_shows(tmp_path: Path) -> None:
+    path = tmp_path / "images.xmd"
+    path.write_bytes("\ufeffdata_\r\nloop_\r\n\t_image\r\n\t_ref\r\na.vol\tx\r\n".encode())
+    with pytest.raises(MetadataError, match=r"images\.xmd, line 5: ref must be an integer, got 'x'$"):
+        read_metadata(path)
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999", "-9223372036854775809", "1e300"])
+def test_integers_beyond_64_bits_name_the_line(tmp_path: Path, value: str) -> None:
+    path = _write(tmp_path, "images.xmd", f"data_\nloop_\n _image\n _ref\na.vol 1\nb.vol {value}\n")
+    expected = rf"images\.xmd, line 6: ref must be a 64-bit integer, got '{value}'"
+    with pytest.raises(MetadataError, match=expected):
+        read_metadata(path)
+
+
+def test_non_ascii_and_spaces_in_paths_and_image_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "données été" / "liste ü"
+    text = (
+        "# XMIPP_STAR_1 *\ndata_noname\nloop_\n _image\n _enabled\n _ref\n _extra\n"
+        "'particules/π 1.vol' 1 2 x\n\"particules/été 2.vol\" 1 1 y\nparticules/Ωmega.vol 0 1 z\n"
+    )
+    path = _write(folder, "imagés.xmd", text)
+    monkeypatch.chdir(tmp_path)
+    table = read_images(path)
+    assert list(table["image"]) == [str(folder / "particules" / name) for name in ("π 1.vol", "été 2.vol")]
+    np.testing.assert_array_equal(table["ref"], [2, 1])
+    assert list(table["extra"]) == ["x", "y"]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 import struct
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import mrcfile
@@ -13,6 +16,7 @@ import pytest
 from napari_mltomo.io import (
     VolumeError,
     open_volume_lazy,
+    read_finite_volume,
     read_pixel_size,
     read_volume,
     volume_shape,
@@ -72,20 +76,33 @@ def _em_bytes(data: np.ndarray, machine: int, code: int, dtype: str) -> bytes:
     return header + data.astype(f"{order}{dtype}").tobytes()
 
 
-def _mrc_bytes(data: np.ndarray, order: str, pixel_size_A: float) -> bytes:
-    """Minimal MRC2014 header (mode 2) written word by word, then the data."""
+MRC_MODES = {0: "i1", 1: "i2", 2: "f4", 6: "u2", 12: "f2"}
+
+
+def _mrc_bytes(
+    data: np.ndarray,
+    order: str,
+    pixel_size_A: float,
+    *,
+    mode: int = 2,
+    extended: bytes = b"",
+    stamp: bool = True,
+) -> bytes:
+    """Minimal MRC2014 header written word by word, the extended header, then the data in `mode`."""
     nz, ny, nx = data.shape
-    words = struct.pack(f"{order}4i", nx, ny, nz, 2)  # size and mode
+    words = struct.pack(f"{order}4i", nx, ny, nz, mode)  # size and mode
     words += struct.pack(f"{order}3i", 0, 0, 0)  # nxstart...
     words += struct.pack(f"{order}3i", nx, ny, nz)  # mx my mz
     words += struct.pack(f"{order}6f", nx * pixel_size_A, ny * pixel_size_A, nz * pixel_size_A, 90, 90, 90)
     words += struct.pack(f"{order}3i", 1, 2, 3)  # mapc mapr maps
     words += struct.pack(f"{order}3f", data.min(), data.max(), data.mean())
-    words += struct.pack(f"{order}2i", 1, 0)  # ispg, nsymbt
+    words += struct.pack(f"{order}2i", 1, len(extended))  # ispg, nsymbt
     header = bytearray(words.ljust(1024, b"\0"))
+    header[104:108] = b"FEI1" if extended else b"\0\0\0\0"  # exttyp
     header[208:212] = b"MAP "
-    header[212:216] = b"\x44\x44\0\0" if order == "<" else b"\x11\x11\0\0"
-    return bytes(header) + data.astype(f"{order}f4").tobytes()
+    if stamp:
+        header[212:216] = b"\x44\x44\0\0" if order == "<" else b"\x11\x11\0\0"
+    return bytes(header) + extended + data.astype(f"{order}{MRC_MODES[mode]}").tobytes()
 
 
 def _write_bytes(path: Path, content: bytes) -> Path:
@@ -363,3 +380,174 @@ def test_unknown_format_is_reported(tmp_path: Path, content: bytes) -> None:
     path = _write_bytes(tmp_path / "mystery.dat", content)
     with pytest.raises(VolumeError, match=r"mystery\.dat: unknown volume format"):
         volume_shape(path)
+
+
+# --------------------------------------------------------------------------- odd but valid
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("mode", sorted(MRC_MODES))
+def test_read_every_mrc_mode_in_both_byte_orders(tmp_path: Path, order: str, mode: int) -> None:
+    data = (_volume() * 20).astype(MRC_MODES[mode])
+    path = _write_bytes(tmp_path / "v.mrc", _mrc_bytes(data, order, 1.5, mode=mode))
+    volume = read_volume(path)
+    assert volume.dtype == np.float32
+    np.testing.assert_array_equal(volume, data.astype(np.float32))
+    np.testing.assert_array_equal(open_volume_lazy(path).astype(np.float32), data.astype(np.float32))
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_read_mrc_with_an_extended_header(tmp_path: Path, order: str) -> None:
+    data = _volume()
+    path = _write_bytes(tmp_path / "v.mrc", _mrc_bytes(data, order, 2.0, extended=bytes(range(256)) * 3))
+    np.testing.assert_array_equal(read_volume(path), data)
+    assert read_pixel_size(path) == pytest.approx(2.0)
+
+
+def test_read_mrc_extended_header_written_by_mrcfile(tmp_path: Path) -> None:
+    data = _volume()
+    with mrcfile.new(tmp_path / "v.mrc") as mrc:
+        mrc.set_data(data)
+        mrc.set_extended_header(np.arange(100, dtype=np.int32))
+    np.testing.assert_array_equal(read_volume(tmp_path / "v.mrc"), data)
+
+
+@pytest.mark.parametrize(("order", "mode"), [("<", 2), (">", 2), (">", 1), ("<", 12)])
+def test_mrc_byte_order_from_the_mode_without_a_machine_stamp(tmp_path: Path, order: str, mode: int) -> None:
+    data = (_volume() * 20).astype(MRC_MODES[mode])
+    path = _write_bytes(tmp_path / "v.mrc", _mrc_bytes(data, order, 1.0, mode=mode, stamp=False))
+    np.testing.assert_array_equal(read_volume(path), data.astype(np.float32))
+
+
+@pytest.mark.parametrize("name", ["v.mrc", "v.vol", "v.em", "v.xmp"])
+def test_non_ascii_and_spaces_in_volume_paths(tmp_path: Path, name: str) -> None:
+    folder = tmp_path / "données à voir" / "été 2024"
+    folder.mkdir(parents=True)
+    data = _volume()
+    path = write_volume(folder / f"particule ü {name}", data)
+    np.testing.assert_array_equal(read_volume(path), data)
+    np.testing.assert_array_equal(read_volume(str(path)), data)
+    assert volume_shape(path) == SHAPE
+
+
+# --------------------------------------------------------------------------- headers against the file size
+
+BIG = (64, 64, 64)  # 1 MiB of float32: large enough that the reader's own objects are noise in a memory peak
+
+
+def _peak_bytes(read: Callable[..., object], *args: object) -> int:
+    """The peak memory (tracemalloc: Python objects and numpy arrays) while ``read(*args)`` runs."""
+    tracemalloc.start()
+    try:
+        read(*args)
+    except VolumeError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def _set_word(content: bytes, index: int, value: float, fmt: str) -> bytes:
+    """``content`` with 4-byte word ``index`` set to ``value`` (``struct`` format ``fmt``)."""
+    return content[: 4 * index] + struct.pack(fmt, value) + content[4 * index + 4 :]
+
+
+_MRC = _mrc_bytes(np.zeros(BIG, np.float32), "<", 1.0)
+_MRC_BE = _mrc_bytes(np.zeros(BIG, np.float32), ">", 1.0)
+_SPIDER = _spider_bytes(np.zeros(BIG, np.float32), "<")
+_EM = _em_bytes(np.zeros(BIG, np.float32), 6, 5, "f4")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("nsymbt.mrc", _set_word(_MRC, 23, 2**26, "<i"), "NSYMBT=67108864"),
+        ("nsymbt.mrc", _set_word(_MRC, 23, 2**31 - 1, "<i"), "NSYMBT=2147483647"),
+        ("nsymbt.mrc", _set_word(_MRC_BE, 23, 2**31 - 1, ">i"), "NSYMBT=2147483647"),
+        ("nsymbt.mrc", _set_word(_MRC, 23, -1024, "<i"), "NSYMBT=-1024"),
+        ("nx.mrc", _set_word(_MRC, 0, 2**31 - 1, "<i"), "truncated: the header describes"),
+        ("nz.mrc", _set_word(_MRC_BE, 2, 2**20, ">i"), "truncated: the header describes"),
+        ("nx.vol", _set_word(_SPIDER, 11, 2.0**24, "<f"), "truncated: needs"),
+        ("labbyt.vol", _set_word(_SPIDER, 21, 2.0**30, "<f"), "truncated: needs"),
+        ("nx.em", _set_word(_EM, 1, 2**31 - 1, "<i"), "the EM header describes"),
+    ],
+)
+def test_sizes_beyond_the_file_are_refused_from_the_header(
+    tmp_path: Path, name: str, content: bytes, match: str
+) -> None:
+    path = _write_bytes(tmp_path / name, content)
+    for read in (read_volume, volume_shape, open_volume_lazy):
+        with pytest.raises(VolumeError, match=rf"{re.escape(name)}: .*{match}"):
+            read(path)
+        assert _peak_bytes(read, path) <= 1.5 * len(content)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (_set_word(_set_word(_MRC, 22, 401, "<i"), 9, 0, "<i"), "bad MRC volume stack: mz=0"),
+        (_set_word(_set_word(_MRC, 22, 401, "<i"), 9, -3, "<i"), "bad MRC volume stack: mz=-3"),
+    ],
+)
+def test_mrc_volume_stack_needs_its_depth(tmp_path: Path, content: bytes, match: str) -> None:
+    path = _write_bytes(tmp_path / "stack.mrc", content)
+    with pytest.raises(VolumeError, match=rf"stack\.mrc: {match}"):
+        read_volume(path)
+
+
+@pytest.mark.parametrize("maxim", [math.nan, math.inf, 2.5, -1.0])
+def test_spider_stack_with_a_bad_image_count(tmp_path: Path, maxim: float) -> None:
+    content = _set_word(_spider_stack_bytes([_volume()] * 2, "<"), 25, maxim, "<f")
+    path = _write_bytes(tmp_path / "s.stk", content)
+    with pytest.raises(VolumeError, match=r"s\.stk: stack has 0 images, no image 1"):
+        read_volume(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("cell.mrc", _set_word(_mrc_bytes(_volume(), "<", 1.0), 10, math.inf, "<f")),
+        ("cell.mrc", _set_word(_mrc_bytes(_volume(), ">", 1.0), 10, math.nan, ">f")),
+        ("pixsiz.vol", _spider_bytes(_volume(), "<", pixel_size_A=math.inf)),
+        ("pixsiz.vol", _spider_bytes(_volume(), ">", pixel_size_A=math.nan)),
+    ],
+)
+def test_a_pixel_size_that_is_not_a_number_is_none(tmp_path: Path, name: str, content: bytes) -> None:
+    path = _write_bytes(tmp_path / name, content)
+    assert read_pixel_size(path) is None
+    np.testing.assert_array_equal(read_volume(path), _volume())
+
+
+# --------------------------------------------------------------------------- finite volumes
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_read_finite_volume_refuses_nan_and_inf(tmp_path: Path, order: str, bad: float) -> None:
+    data = np.random.default_rng(0).normal(size=BIG).astype(np.float32)
+    data[5, 6, 7] = bad
+    path = _write_bytes(tmp_path / "ref.mrc", _mrc_bytes(data, order, 1.0))
+    expected = r"ref\.mrc: has NaN or Inf voxels \(the first at x=7 y=6 z=5\); --ref maps must be finite$"
+    with pytest.raises(VolumeError, match=expected):
+        read_finite_volume(path, "--ref maps must be finite")
+    assert _peak_bytes(read_finite_volume, path, "") <= 1.5 * path.stat().st_size
+    data[5, 6, 7] = 0.0
+    path = _write_bytes(tmp_path / "ref.mrc", _mrc_bytes(data, order, 1.0))
+    np.testing.assert_array_equal(read_finite_volume(path, ""), data)
+
+
+@pytest.mark.parametrize("name", ["v.mrc", "v.vol", "v.em"])
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_reading_a_float32_volume_holds_one_copy(tmp_path: Path, name: str, order: str) -> None:
+    data = np.random.default_rng(0).normal(size=BIG).astype(np.float32)
+    content = {
+        "v.mrc": lambda: _mrc_bytes(data, order, 1.0),
+        "v.vol": lambda: _spider_bytes(data, order),
+        "v.em": lambda: _em_bytes(data, 6 if order == "<" else 3, 5, "f4"),
+    }[name]()
+    path = _write_bytes(tmp_path / name, content)
+    assert _peak_bytes(read_volume, path) <= 1.1 * data.nbytes
+    volume = read_volume(path)
+    assert volume.dtype == np.dtype(np.float32) and volume.dtype.isnative
+    np.testing.assert_array_equal(volume, data)

@@ -4,6 +4,7 @@ each finishes, and summed as a fixed pairwise tree so that every executor gives 
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ __all__ = [
     "MAX_AUTO_CHUNK",
     "ChunkExecutor",
     "ChunkProgress",
+    "ConstantParticles",
     "Dispatch",
     "NonFiniteParticles",
     "ThreadExecutor",
@@ -53,6 +55,16 @@ class NonFiniteParticles(ValueError):
     def __init__(self, indices: tuple[int, ...]) -> None:
         super().__init__(indices)
         self.indices = indices
+
+
+class ConstantParticles(ValueError):
+    """Every one of the ``n`` particles is constant (one value in all its voxels): there is no signal to
+    align or classify. :func:`sum_chunks` raises it at the end of a pass, from counts its chunk tasks make as
+    they read the particles, so the first pass over the particles checks it."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.n = n
 
 
 class ChunkExecutor(Protocol):
@@ -138,14 +150,16 @@ def _chunk_tasks(
     shared: Sequence[Any],
     dispatch: Dispatch,
     order: NDArray[np.intp] | None,
+    *,
+    counted: bool = False,
 ) -> list[Any]:
     """One delayed ``function(volumes, indices, *shared)`` per chunk of particles, taken in ``order``
     (the data's order if None); each chunk reads its particles (``shared[0]``, see :func:`_shared`) in
-    ascending order."""
+    ascending order. ``counted`` tasks return ``(result, number of particles that are not constant)``."""
     if order is None:
         order = np.arange(len(data))
     size = chunk_size(len(data), params, dispatch)
-    call = dask.delayed(_read_and_apply)
+    call = dask.delayed(_read_apply_and_count if counted else _read_and_apply)
     return [
         call(function, np.sort(order[start : start + size]), *shared) for start in range(0, len(order), size)
     ]
@@ -183,6 +197,23 @@ def _read_and_apply(
     return function(particles.read(indices), indices, *shared)
 
 
+def _read_apply_and_count(
+    function: Callable[..., Any], indices: NDArray[np.intp], particles: _Particles, *shared: Any
+) -> tuple[Any, int]:
+    """:func:`_read_and_apply`, and how many of the chunk's particles are not constant."""
+    volumes = particles.read(indices)
+    flat = volumes.reshape(len(volumes), -1)
+    varying = int(np.count_nonzero(flat.max(axis=1) > flat.min(axis=1)))
+    return function(volumes, indices, *shared), varying
+
+
+def _add_counted(
+    add: Callable[[Any, Any], Any], first: tuple[Any, int], second: tuple[Any, int]
+) -> tuple[Any, int]:
+    """``add`` of the results of two counted tasks, and the sum of their counts."""
+    return add(first[0], second[0]), first[1] + second[1]
+
+
 def map_chunks(
     function: Callable[..., Any],
     data: SubtomogramSet,
@@ -212,11 +243,15 @@ def sum_chunks(
 ) -> Any:
     """:func:`map_chunks`, summed with ``add`` as the chunks finish, so that only a few chunks'
     results are held at once. The sum is a fixed pairwise tree over the chunks, so threads and a
-    cluster give the same result to the last bit."""
+    cluster give the same result to the last bit. :class:`ConstantParticles` if every particle read is
+    constant."""
     executor = dispatch.executor_for(params)
     shared = _shared(data, shared, executor)
-    tasks = _chunk_tasks(function, data, params, shared, dispatch, order)
-    return executor.total(tasks, add, stage, dispatch.on_chunk)
+    tasks = _chunk_tasks(function, data, params, shared, dispatch, order, counted=True)
+    total, varying = executor.total(tasks, functools.partial(_add_counted, add), stage, dispatch.on_chunk)
+    if varying == 0:
+        raise ConstantParticles(len(data))
+    return total
 
 
 def pairwise_sum(items: list[Any], add: Callable[[Any, Any], Any]) -> Any:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .chunks import ChunkExecutor, ChunkProgress, Dispatch, NonFiniteParticles
+from .chunks import ChunkExecutor, ChunkProgress, ConstantParticles, Dispatch, NonFiniteParticles
 from .iteration import iterate
 from .params import MLParams, ParameterError
 from .setup import check_start, internal_size, make_setup
@@ -22,6 +22,7 @@ from .traps import ESCAPE_CHECKS, escape_traps
 
 __all__ = [
     "ChunkProgress",
+    "ConstantParticles",
     "MLState",
     "NonFiniteParticles",
     "StartModel",
@@ -72,6 +73,8 @@ def iter_refine(
         If ``start`` does not fit the run (:func:`check_start`).
     NonFiniteParticles
         From the first pass over the particles, if any has a NaN or Inf voxel (its indices).
+    ConstantParticles
+        At the end of the first pass over the particles, if every one is constant (no signal).
     """
     dispatch = Dispatch(executor, on_chunk)
     setup = make_setup(data, params)

@@ -21,6 +21,7 @@ from napari_mltomo.io.metadata import (
 from napari_mltomo.io.volumes import (
     VolumeError,
     open_volume_lazy,
+    read_finite_volume,
     read_pixel_size,
     read_volume,
     read_volume_stack,
@@ -39,6 +40,7 @@ __all__ = [
     "image_key",
     "open_volume_lazy",
     "particle_box",
+    "read_finite_volume",
     "read_images",
     "read_metadata",
     "read_missing_regions",

@@ -1,5 +1,8 @@
 """Parsing of Xmipp's text tables: STAR (``.xmd``), Xmipp 2 selfiles and docfiles, and headerless rows,
-with the format told from the text."""
+with the format told from the text.
+
+Every format is read as UTF-8 text, with or without a byte order mark, with LF, CRLF or CR line ends, and with
+spaces or tabs between values."""
 
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ _XMIPP2_ALIASES = {
 _TOKEN = re.compile(r"""'([^']*)'(?=\s|$)|"([^"]*)"(?=\s|$)|(\S+)""")
 _SELFILE_ROW = re.compile(r"\S+\s+-?\d+")
 _DATA_LINE = re.compile(r"data_\S*")
+_DOC_HEADER = re.compile(r"Headerinfo\s+columns:")
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
 @dataclass
@@ -151,7 +156,8 @@ def _parse_docfile(source: Path, text: str) -> _Rows:
 
 
 def _docfile_labels(source: Path, header: str) -> list[str]:
-    _, found, names = header.partition("Headerinfo columns:")
+    found = _DOC_HEADER.search(header)
+    names = header[found.end() :] if found else ""
     tokens = [t for t in re.split(r"[\s,]+", names) if t and "(" not in t and ")" not in t]
     if not found or not tokens:
         raise MetadataError(source, "expected 'Headerinfo columns: name (1), ...'", 1)
@@ -215,13 +221,15 @@ def _typed_column(source: Path, label: str, cells: list[str], lines: list[int]) 
 
 def _parse_int(source: Path, label: str, cell: str, number: int) -> int:
     try:
-        return int(cell)
+        value = int(cell)
     except ValueError:
-        pass
-    try:
-        return math.trunc(float(cell))
-    except (ValueError, OverflowError):
-        raise MetadataError(source, f"{label} must be an integer, got {cell!r}", number) from None
+        try:
+            value = math.trunc(float(cell))
+        except (ValueError, OverflowError):
+            raise MetadataError(source, f"{label} must be an integer, got {cell!r}", number) from None
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise MetadataError(source, f"{label} must be a 64-bit integer, got {cell!r}", number)
+    return value
 
 
 def _parse_float(source: Path, label: str, cell: str, number: int) -> float:
@@ -260,8 +268,10 @@ def split_block_name(path: str | os.PathLike[str]) -> tuple[str | None, Path]:
 
 
 def read_text(source: Path) -> str:
+    """The file's text: UTF-8 without its byte order mark, if any, and with CRLF and CR line ends read as
+    LF."""
     try:
-        return source.read_text(encoding="utf-8")
+        return source.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise MetadataError(source, "not a text file (invalid UTF-8); expected metadata") from err
 

@@ -3,7 +3,8 @@
 All three formats store voxels with x varying fastest, which is numpy's C order for
 ``(z, y, x)`` arrays, so no axes are swapped. The format is chosen by extension; files with an
 unknown extension are recognised from their header (MRC, then EM, then Spider). ``N@file``
-selects image ``N`` (1-based) of a stack.
+selects image ``N`` (1-based) of a stack. Every size a header gives is checked against the file's size
+before anything else is read or allocated.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import math
 import os
 import re
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ import dask.array as da
 import mrcfile
 import mrcfile.utils
 import numpy as np
+from mrcfile.dtypes import HEADER_DTYPE
 from numpy.typing import ArrayLike, NDArray
 
 from napari_mltomo.io._atomic import atomic_path
@@ -29,6 +30,7 @@ from napari_mltomo.io._atomic import atomic_path
 __all__ = [
     "VolumeError",
     "open_volume_lazy",
+    "read_finite_volume",
     "read_pixel_size",
     "read_volume",
     "read_volume_stack",
@@ -107,7 +109,39 @@ def read_volume(path: str | os.PathLike[str]) -> NDArray[np.float32]:
     data = np.fromfile(source, dtype=layout.dtype, count=count, offset=layout.offset)
     if data.size != count:
         raise _error(source, f"truncated: expected {count} voxels, read {data.size}")
-    return data.reshape(layout.shape).astype(np.float32)
+    return _as_float32(data).reshape(layout.shape)
+
+
+def read_finite_volume(path: str | os.PathLike[str], needed_for: str) -> NDArray[np.float32]:
+    """`read_volume`, refusing a volume with a NaN or Inf voxel.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        As for `read_volume`.
+    needed_for : str
+        What the volume is, for the message (``"--ref maps must be finite"``).
+
+    Raises
+    ------
+    VolumeError
+        As for `read_volume`; or, for a NaN or Inf voxel, ``"<path>: has NaN or Inf voxels (the first at
+        x=.. y=.. z=..); <needed_for>"``.
+    """
+    volume = read_volume(path)
+    if not np.isfinite(volume).all():
+        z, y, x = (int(i) for i in np.argwhere(~np.isfinite(volume))[0])
+        where = f"the first at x={x} y={y} z={z}"
+        raise VolumeError(f"{os.fspath(path)}: has NaN or Inf voxels ({where}); {needed_for}")
+    return volume
+
+
+def _as_float32(data: NDArray[np.generic]) -> NDArray[np.float32]:
+    """``data`` as native float32, converted in place when it is float32 already (of either byte order), so
+    that reading a volume holds one copy of it."""
+    if data.dtype.kind == "f" and data.dtype.itemsize == 4 and not data.dtype.isnative:
+        data = data.byteswap(inplace=True).view(data.dtype.newbyteorder("="))
+    return data.astype(np.float32, copy=False)
 
 
 def open_volume_lazy(path: str | os.PathLike[str]) -> np.memmap:
@@ -270,26 +304,39 @@ def _single_image(source: Path, index: int | None, what: str) -> None:
 
 
 def _mrc_layout(source: Path, index: int | None) -> _Layout:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            with mrcfile.open(source, header_only=True, permissive=True) as mrc:
-                header = None if mrc.header is None else mrc.header.copy()
-        except ValueError as err:
-            raise _error(source, f"not a readable MRC file: {err}") from err
-    if header is None:
-        raise _error(source, "not a readable MRC file: mrcfile found no header")
-    notes = "; ".join(str(warning.message) for warning in caught)
+    head = _read_head(source)
+    if len(head) < _HEAD_BYTES:
+        raise _error(source, f"not a readable MRC file: {len(head)} bytes, shorter than the 1024-byte header")
+    order = _mrc_byte_order(head)
+    header = np.frombuffer(head, dtype=HEADER_DTYPE.newbyteorder(order)).reshape(()).view(np.recarray)
+    return _mrc_header_layout(source, header, index)
+
+
+def _mrc_byte_order(head: bytes) -> str:
+    """``<`` or ``>``: the machine stamp's (little-endian if it is unknown), unless the mode word is a known
+    mode only in the other order (files with a wrong stamp exist)."""
     try:
-        layout = _mrc_header_layout(source, header, index)
-    except VolumeError as err:
-        raise VolumeError(f"{err} (mrcfile: {notes})" if notes else str(err)) from None
-    for warning in caught:
-        warnings.warn(f"{source}: {warning.message}", RuntimeWarning, stacklevel=4)
-    return layout
+        stamped = mrcfile.utils.byte_order_from_machine_stamp(head[212:216])
+    except ValueError:
+        stamped = "<"
+    other = ">" if stamped == "<" else "<"
+    if not _known_mrc_mode(head, stamped) and _known_mrc_mode(head, other):
+        return other
+    return stamped
+
+
+def _known_mrc_mode(head: bytes, order: str) -> bool:
+    """Whether the mode word, read in byte ``order``, is a mode mrcfile knows."""
+    mode = int(np.frombuffer(head[12:16], dtype=f"{order}i4")[0])
+    try:
+        mrcfile.utils.dtype_from_mode(mode)
+    except ValueError:
+        return False
+    return True
 
 
 def _mrc_header_layout(source: Path, header: np.recarray, index: int | None) -> _Layout:
+    """Where the voxels are, from the header alone: sizes are checked against the file before any read."""
     mode = int(header.mode)
     try:
         dtype = mrcfile.utils.data_dtype_from_header(header)
@@ -299,8 +346,13 @@ def _mrc_header_layout(source: Path, header: np.recarray, index: int | None) -> 
         raise _error(source, f"MRC mode {mode} (complex or packed 4-bit) is not supported")
     if min(int(header.nx), int(header.ny), int(header.nz)) < 1:
         raise _error(source, f"bad MRC size nx={header.nx} ny={header.ny} nz={header.nz}")
+    nsymbt, size = int(header.nsymbt), source.stat().st_size
+    if nsymbt < 0 or _HEAD_BYTES + nsymbt > size:
+        raise _error(source, f"bad extended header size NSYMBT={nsymbt} for a file of {size} bytes")
+    if mrcfile.utils.spacegroup_is_volume_stack(header.ispg) and int(header.mz) < 1:
+        raise _error(source, f"bad MRC volume stack: mz={header.mz}")
     shape = mrcfile.utils.data_shape_from_header(header)
-    offset = int(header.nbytes) + int(header.nsymbt)
+    offset = _HEAD_BYTES + nsymbt
     if len(shape) == 4:  # a stack of volumes
         n_volumes, depth, height, width = shape
         number = index or 1
@@ -324,9 +376,12 @@ def _mrc_header_layout(source: Path, header: np.recarray, index: int | None) -> 
 
 def _mrc_pixel_size(header: np.recarray) -> float | None:
     mx, cell_x = int(header.mx), float(header.cella.x)
-    if mx > 0 and cell_x > 0:
-        return cell_x / mx
-    return None
+    return _positive(cell_x / mx) if mx > 0 else None
+
+
+def _positive(value: float) -> float | None:
+    """``value`` if it is a finite positive number (a pixel size), else None."""
+    return value if math.isfinite(value) and value > 0 else None
 
 
 def _write_mrc(target: Path, volume: NDArray[np.float32], pixel_size_A: float) -> None:
@@ -375,6 +430,11 @@ def _spider_problem(words: NDArray[np.float64], size: int) -> str | None:
     return None
 
 
+def _count(value: float) -> int:
+    """``value`` as a count: itself if it is a whole number >= 0, else 0."""
+    return int(value) if math.isfinite(value) and float(value).is_integer() and value >= 0 else 0
+
+
 def _spider_layout(source: Path, index: int | None) -> _Layout:
     head = _read_head(source)
     if len(head) < 4 * _SP_WORDS:
@@ -387,15 +447,14 @@ def _spider_layout(source: Path, index: int | None) -> _Layout:
     labbyt = int(words[_SP_LABBYT])
     offset = labbyt
     if words[_SP_ISTACK] > 0:
-        n_images, number = int(words[_SP_MAXIM]), index or 1
+        n_images, number = _count(words[_SP_MAXIM]), index or 1
         if number > n_images:
             raise _error(source, f"stack has {n_images} images, no image {number}")
         offset += (number - 1) * (labbyt + 4 * nx * ny * nz) + labbyt
     else:
         _single_image(source, index, "volume")
-    pixel_size = float(words[_SP_PIXSIZ])
     dtype = np.dtype(f"{byte_order}f4")
-    return _Layout(offset, dtype, (nz, ny, nx), pixel_size if pixel_size > 0 else None)
+    return _Layout(offset, dtype, (nz, ny, nx), _positive(float(words[_SP_PIXSIZ])))
 
 
 def _spider_header(volume: NDArray[np.generic], pixel_size_A: float) -> bytes:
