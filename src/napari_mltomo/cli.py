@@ -10,11 +10,14 @@ as the original's examples use them. A bad file, value or combination of options
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -24,6 +27,7 @@ from napari_mltomo.core.refine import ChunkProgress, MLState
 from napari_mltomo.export import EXPORT_FORMATS, export_run
 from napari_mltomo.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io import MetadataError, VolumeError, read_images
+from napari_mltomo.io.outputs import OutputWarning
 from napari_mltomo.io.run import read_command_line
 from napari_mltomo.options import PROG, CommandParser, HelpExit, UsageError, parse_argv, stored_argv
 from napari_mltomo.runner import refine_events
@@ -173,6 +177,8 @@ def run(inputs: RunInputs) -> MLState:
     MLState
         The last state.
     """
+    shown = warnings.showwarning
+    warnings.showwarning = functools.partial(_show_warning, shown)
     progress = _Progress(inputs)
     state, reported = None, inputs.restart is None  # the restored model was reported by its own run
     try:
@@ -186,6 +192,7 @@ def run(inputs: RunInputs) -> MLState:
                 reported = True
     finally:
         progress.clear()
+        warnings.showwarning = shown
     assert state is not None
     progress.say(f"done; final results in {inputs.oroot}_img.xmd and {inputs.oroot}_ref.xmd")
     return state
@@ -194,6 +201,16 @@ def run(inputs: RunInputs) -> MLState:
 def _fail(message: str, status: int = 2) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return status
+
+
+def _show_warning(
+    shown: Callable[..., None], message: Warning | str, category: type[Warning], *where: Any
+) -> None:
+    """An output warning (a lock taken over) as one line ``ml_tomo: warning: ...``; others as `shown` does."""
+    if issubclass(category, OutputWarning):
+        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        shown(message, category, *where)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

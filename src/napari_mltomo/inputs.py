@@ -81,6 +81,9 @@ class RunInputs:
     quiet : bool
     command_line : str
         The equivalent command (written to the logs).
+    named_files : tuple of str
+        The files the options name (``-i``, ``--doc``, ``--missing``, ``--ref``, ``--mask``, ``--restart``
+        and ``--frac`` when it is a file), as given.
     """
 
     params: MLParams
@@ -98,6 +101,7 @@ class RunInputs:
     scheduler: str | None
     quiet: bool
     command_line: str
+    named_files: tuple[str, ...] = ()
 
     def pixel_size_at(self, size: int) -> float:
         """The pixel size in Å of maps of ``size`` voxels (the engine's internal box, or the start-up's)."""
@@ -214,13 +218,14 @@ def read_inputs(values: Mapping[str, Any], command_line: str) -> RunInputs:
         scheduler=option["scheduler"],
         quiet=bool(option["quiet"]),
         command_line=command_line,
+        named_files=_named_files(option),
     )
 
 
 def error_text(err: BaseException) -> str:
-    """One line for an error a user can cause: ``file: reason`` for a missing file, else the message."""
-    if isinstance(err, FileNotFoundError) and err.filename:
-        return f"{err.filename}: {err.strerror or 'no such file'}"
+    """One line for an error a user can cause: ``file: reason`` for a file error, else the message."""
+    if isinstance(err, OSError) and err.filename:
+        return f"{err.filename}: {err.strerror or type(err).__name__}"
     return " ".join(str(err).split()) or type(err).__name__
 
 
@@ -248,6 +253,14 @@ def run_missing_regions(run: RunResults) -> list[MissingRegion] | None:
         )
         return list(posed.regions) or None
     return None
+
+
+def _named_files(option: Mapping[str, Any]) -> tuple[str, ...]:
+    """The files the options name (``--frac`` only when it is a file)."""
+    names = [option[name] for name in ("input", "doc", "missing", "ref", "mask", "restart")]
+    if option["frac"] is not None and Path(option["frac"]).is_file():
+        names.append(option["frac"])
+    return tuple(str(name) for name in names if name is not None)
 
 
 def _checked_particles(images: MetaData, input_path: str, doc_path: str | None) -> MetaData:

@@ -25,6 +25,7 @@ from napari_mltomo.core.refine import (
 from napari_mltomo.inputs import RunInputs
 from napari_mltomo.io.run import RunWriter
 from napari_mltomo.io.volumes import VolumeError
+from napari_mltomo.output_guard import claim_outputs
 
 __all__ = ["RunEnd", "RunEvent", "refine_events"]
 
@@ -69,6 +70,9 @@ def refine_events(inputs: RunInputs, stop: threading.Event | None = None) -> Ite
 
     Raises
     ------
+    OutputError
+        Before any work, for an output root over an input, unwritable, short of space or locked by
+        another run (:func:`~napari_mltomo.output_guard.claim_outputs`); the lock is released at the end.
     VolumeError
         For a particle with NaN or Inf voxels, or particles that are all constant, found on the first pass
         over the particles. No file is written then: the files of given starting references (``--ref``)
@@ -76,6 +80,7 @@ def refine_events(inputs: RunInputs, stop: threading.Event | None = None) -> Ite
     OSError, ValueError
         Whatever the engine or a write raised, in the caller's thread.
     """
+    lock = claim_outputs(inputs)
     stop = threading.Event() if stop is None else stop
     events: queue.SimpleQueue[object] = queue.SimpleQueue()
     engine = threading.Thread(target=_engine, args=(inputs, stop, events.put), name="ml_tomo", daemon=True)
@@ -88,6 +93,7 @@ def refine_events(inputs: RunInputs, stop: threading.Event | None = None) -> Ite
     finally:
         stop.set()
         engine.join()
+        lock.release()
 
 
 def _engine(inputs: RunInputs, stop: threading.Event, put: Callable[[object], None]) -> None:

@@ -30,6 +30,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     Path
         Where to write. It does not exist yet; the block must create it.
 
+    Raises
+    ------
+    OSError
+        From a failed write or rename, naming `path` (not the temporary file).
+
     Examples
     --------
     >>> with atomic_path("run_it000001.doc") as tmp:  # doctest: +SKIP
@@ -40,6 +45,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield temporary
         os.replace(temporary, target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), os.fspath(target)) from error
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
