@@ -5,17 +5,22 @@ writes a synthetic data set with ground truth to ``DIR`` and runs a reference-fr
 on it through the same code path; ``ml_tomo export RUN --to relion|relion30|dynamo -o FILE`` writes a run's
 particles for RELION or Dynamo. Single-dash spellings of long options (``-missing``) are accepted,
 as the original's examples use them. A bad file, value or combination of options ends with one line
-``ml_tomo: error: ...`` and exit status 2.
+``ml_tomo: error: ...`` and exit status 2. SIGINT, SIGTERM and SIGHUP stop a run after the running chunk
+of particles, with one line naming what is complete and the ``ml_tomo --restart`` command that continues,
+and exit status 128 + the signal's number.
 """
 
 from __future__ import annotations
 
 import functools
 import shlex
+import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +33,9 @@ from napari_mltomo.export import EXPORT_FORMATS, export_run
 from napari_mltomo.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io import MetadataError, VolumeError, read_images
 from napari_mltomo.io.outputs import OutputWarning
-from napari_mltomo.io.run import read_command_line
+from napari_mltomo.io.run import RunPaths, read_command_line
 from napari_mltomo.options import PROG, CommandParser, HelpExit, UsageError, parse_argv, stored_argv
-from napari_mltomo.runner import refine_events
+from napari_mltomo.runner import RunEnd, refine_events
 
 __all__ = ["main", "parse_command", "run", "run_demo", "run_export"]
 
@@ -165,37 +170,104 @@ def _summary(inputs: RunInputs) -> str:
     )
 
 
-def run(inputs: RunInputs) -> MLState:
+class _RunStopped(Exception):
+    """A run stopped before its end; the message says what is complete and how to continue."""
+
+
+def run(inputs: RunInputs, stop: threading.Event | None = None) -> MLState:
     """Run a checked command: refine, writing every iteration's files and the final ones.
 
     Parameters
     ----------
     inputs : RunInputs
+    stop : threading.Event, optional
+        Set it to stop the run after the running chunk of particles.
 
     Returns
     -------
     MLState
         The last state.
+
+    Raises
+    ------
+    _RunStopped
+        When `stop` stopped the run.
     """
     shown = warnings.showwarning
     warnings.showwarning = functools.partial(_show_warning, shown)
     progress = _Progress(inputs)
-    state, reported = None, inputs.restart is None  # the restored model was reported by its own run
+    state, log = None, None
+    restored = inputs.restart is not None  # the first state is then the restart's, reported by its run
     try:
-        for event in refine_events(inputs):
+        for event in refine_events(inputs, stop):
             if isinstance(event, ChunkProgress):
                 progress.chunk(event)
             elif isinstance(event, MLState):
                 state = event
-                if reported:
-                    progress.report(state)
-                reported = True
+                if restored:  # the restart's own iteration: its run reported it
+                    log, restored = inputs.restart, False
+                    continue
+                progress.report(state)
+                if not state.startup_step:
+                    log = RunPaths(inputs.oroot).log(state.iteration)
+            elif isinstance(event, RunEnd) and not event.complete:
+                raise _RunStopped(_restart_hint(inputs, state, log))
     finally:
         progress.clear()
         warnings.showwarning = shown
     assert state is not None
     progress.say(f"done; final results in {inputs.oroot}_img.xmd and {inputs.oroot}_ref.xmd")
     return state
+
+
+def _restart_hint(inputs: RunInputs, state: MLState | None, log: Path | None) -> str:
+    """What a stopped run has complete (`state`, whose log is `log`) and the command that continues it."""
+    if log is None or state is None:
+        return "nothing is complete yet; run the command again"
+    params = inputs.params
+    if state.iteration < params.istart:
+        done = f"the starting model (iteration {state.iteration})"
+    else:
+        done = f"iteration {state.iteration} of {params.istart + params.max_iter - 1}"
+    return f"{done} is complete; continue with: {shlex.join([PROG, '--restart', str(log)])}"
+
+
+#: The signals that stop a run after the running chunk (SIGHUP where the system has it).
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class _SignalStop:
+    """Turns SIGINT, SIGTERM and SIGHUP into a stop of the run after the running chunk (``event``);
+    ``received`` is the first signal's number. A signal the process ignores stays ignored (``nohup``
+    ignores SIGHUP, a shell's background job SIGINT)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: int | None = None
+
+    def __call__(self, number: int, frame: object) -> None:
+        self.received = self.received or number
+        self.event.set()
+
+    @contextmanager
+    def installed(self) -> Iterator[threading.Event | None]:
+        """Handle the signals in the block, then restore the previous handlers; only in the main thread
+        (where Python runs handlers), elsewhere the block gets None and nothing changes."""
+        if threading.current_thread() is not threading.main_thread():
+            yield None
+            return
+        previous = {
+            number: signal.signal(number, self)
+            for number in _STOP_SIGNALS
+            if signal.getsignal(number) is not signal.SIG_IGN
+        }
+        try:
+            yield self.event
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 def _fail(message: str, status: int = 2) -> int:
@@ -225,17 +297,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         Exit status: 0 on success, 2 for a bad command line or input, 1 for another I/O failure,
-        130 when interrupted.
+        128 + the signal's number when SIGINT (130), SIGTERM (143) or SIGHUP (129) stopped the run.
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
+    signals = _SignalStop()
     try:
         if arguments[:1] == ["demo"]:
             return run_demo(arguments[1:])
         if arguments[:1] == ["export"]:
             return run_export(arguments[1:])
-        run(parse_command(arguments))
+        with signals.installed() as stop:
+            run(parse_command(arguments), stop)
     except HelpExit as stop:
         return stop.args[0]
+    except _RunStopped as stopped:
+        assert signals.received is not None
+        name = signal.Signals(signals.received).name
+        print(f"{PROG}: stopped by {name}; {stopped}", file=sys.stderr)
+        return 128 + signals.received
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; files already written are complete", file=sys.stderr)
         return 130

@@ -124,7 +124,8 @@ class RunInputs:
         )
 
     def start_model(self) -> StartModel | None:
-        """The model to start from: ``--restart``, ``--ref`` maps, or None (random subsets)."""
+        """The model to start from: ``--restart`` (from the last iteration, or a converged one, the run only
+        writes the final files), ``--ref`` maps, or None (random subsets)."""
         params = self.params
         if self.restart is not None:
             point = read_restart(self.restart)
@@ -132,8 +133,11 @@ class RunInputs:
                 check_start(point.model, params, self.size)
             except ParameterError as error:
                 raise ParameterError(f"--restart {self.restart}: {error}") from None
-            if point.iteration >= params.istart + params.max_iter - 1:
-                raise ParameterError(f"--restart is at iteration {point.iteration}; raise --iter above it")
+            last = params.istart + params.max_iter - 1
+            if point.iteration > last:
+                raise ParameterError(
+                    f"--restart is at iteration {point.iteration}, past the last one ({last}); raise --iter"
+                )
             return point.model
         if not self.reference_files:
             return None

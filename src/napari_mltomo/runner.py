@@ -23,7 +23,8 @@ from napari_mltomo.core.refine import (
     iter_refine,
 )
 from napari_mltomo.inputs import RunInputs
-from napari_mltomo.io.run import RunWriter
+from napari_mltomo.io._atomic import fault_point
+from napari_mltomo.io.run import RunWriter, remove_temporaries
 from napari_mltomo.io.volumes import VolumeError
 from napari_mltomo.output_guard import claim_outputs
 
@@ -65,8 +66,11 @@ def refine_events(inputs: RunInputs, stop: threading.Event | None = None) -> Ite
     Yields
     ------
     ChunkProgress, MLState or RunEnd
-        Start-up states (``startup_step`` > 0) write nothing; a restart does not rewrite the restored
-        iteration; the final files are written before ``RunEnd(complete=True)``.
+        Start-up states (``startup_step`` > 0) write nothing; every other state, from the starting model
+        on, is a restart point (its log is written last). A run first removes the temporary files a killed
+        run left at its output root. A restart does not rewrite the restored iteration; when nothing
+        follows that iteration (it was the last, or converged) the final files are copied from its
+        files. The final files are written before ``RunEnd(complete=True)``.
 
     Raises
     ------
@@ -109,10 +113,12 @@ def _refine(inputs: RunInputs, stop: threading.Event, put: Callable[[object], No
     """Run the engine, writing and reporting every state; the run's :class:`RunEnd`."""
 
     def on_chunk(progress: ChunkProgress) -> None:
+        fault_point(f"{progress.stage} chunk {progress.done}/{progress.total}")
         if stop.is_set():
             raise _Stopped
         put(progress)
 
+    remove_temporaries(inputs.oroot)
     data, start = inputs.subtomograms(), inputs.start_model()
     writer = RunWriter(
         inputs.oroot,
@@ -146,7 +152,10 @@ def _refine(inputs: RunInputs, stop: threading.Event, put: Callable[[object], No
             raise _constant_error(inputs, error) from None
     assert state is not None
     _write_all(writer, unwritten)
-    writer.write_final(state)
+    if last is None and inputs.restart is not None:  # the restored iteration was the run's last
+        writer.write_final_from(inputs.restart)
+    else:
+        writer.write_final(state)
     return RunEnd(last, complete=True)
 
 

@@ -457,19 +457,23 @@ def _outputs(root: Path) -> set[str]:
 
 
 def test_run_writes_every_output(full_run: Path) -> None:
-    expected = {"run_it000000_ref.xmd", "run_img.xmd", "run_ref.xmd", "run.fsc"}
+    expected = {"run_img.xmd", "run_ref.xmd", "run.fsc"}
+    for it in (0, 1, 2):
+        expected |= {f"run_it{it:06d}{suffix}" for suffix in (".doc", "_ref.xmd", "_model.npz", "_log.xmd")}
     for k in (1, 2):
         expected |= {f"run_it000000_ref{k:06d}.mrc", f"run_ref{k:06d}.mrc"}
         for it in (1, 2):
             expected |= {f"run_it{it:06d}_ref{k:06d}.mrc", f"run_it{it:06d}_wedge{k:06d}.mrc"}
     for it in (1, 2):
-        expected |= {f"run_it{it:06d}{suffix}" for suffix in (".doc", "_ref.xmd", ".fsc", "_log.xmd")}
+        expected.add(f"run_it{it:06d}.fsc")
     assert _outputs(full_run) == expected
     assert not [path for path in full_run.parent.iterdir() if ".tmp" in path.name]
     for name in expected:
         path = full_run.parent / name
         if name.endswith(".mrc"):
             assert read_volume(path).shape == (TINY_BOX,) * 3
+        elif name.endswith(".npz"):
+            assert np.load(path)["references"].shape == (2, *(TINY_BOX,) * 3)
         else:
             assert read_star_blocks(path)
 
@@ -520,18 +524,54 @@ def test_restart_continues_as_an_uninterrupted_run(
         assert not Path(f"{root}_it000001_log.xmd").exists()
     for k in (1, 2):
         continued = read_volume(f"{root}_ref{k:06d}.mrc")
-        uninterrupted = read_volume(f"{full_run}_ref{k:06d}.mrc")
-        np.testing.assert_allclose(continued, uninterrupted, atol=1e-4 * np.abs(uninterrupted).max())
-    np.testing.assert_array_equal(
-        read_star(f"{root}_img.xmd")["ref"], read_star(f"{full_run}_img.xmd")["ref"]
-    )
+        np.testing.assert_array_equal(continued, read_volume(f"{full_run}_ref{k:06d}.mrc"))
+    continued, uninterrupted = read_star(f"{root}_img.xmd"), read_star(f"{full_run}_img.xmd")
+    for label in ("ref", "angleRot", "anglePsi", "shiftX", "logLikelihood", "pMax"):
+        np.testing.assert_array_equal(continued[label], uninterrupted[label], err_msg=label)
+
+
+def _final_files(root: Path) -> dict[str, object]:
+    """The final copies of a run: maps by voxels, tables by bytes."""
+    files: dict[str, object] = {}
+    for suffix in ("_img.xmd", "_ref.xmd", ".fsc", "_ref000001.mrc", "_ref000002.mrc"):
+        path = root.with_name(root.name + suffix)
+        files[path.name] = read_volume(path) if suffix.endswith(".mrc") else path.read_bytes()
+    return files
+
+
+def test_restart_from_the_last_iteration_writes_the_final_files(one_iteration: Path) -> None:
+    """A run killed between its last log and its final copies: the restart writes them, nothing else."""
+    before = _final_files(one_iteration)
+    for name in before:
+        (one_iteration.parent / name).unlink()
+    files = _outputs(one_iteration)
+    assert main(["--restart", f"{one_iteration}_it000001_log.xmd"]) == 0
+    assert _outputs(one_iteration) - files == set(before)
+    after = _final_files(one_iteration)
+    for name, content in before.items():
+        np.testing.assert_array_equal(after[name], content, err_msg=name)
+
+
+def test_restart_from_a_converged_iteration_writes_the_final_files(tmp_path: Path, tiny: Path) -> None:
+    root = tmp_path / "run"
+    assert main([*_inputs(tiny), "--oroot", str(root), "--iter", "3", "--eps", "1e9", *RUN_ARGS]) == 0
+    assert root.with_name("run_it000001_log.xmd").is_file()
+    assert not root.with_name("run_it000002_log.xmd").exists()  # converged at iteration 1
+    before = _final_files(root)
+    for name in before:
+        (root.parent / name).unlink()
+    assert main(["--restart", f"{root}_it000001_log.xmd"]) == 0
+    assert not root.with_name("run_it000002_log.xmd").exists()
+    after = _final_files(root)
+    for name, content in before.items():
+        np.testing.assert_array_equal(after[name], content, err_msg=name)
 
 
 def test_restart_past_the_last_iteration_is_refused(
-    capsys: pytest.CaptureFixture[str], one_iteration: Path
+    capsys: pytest.CaptureFixture[str], full_run: Path
 ) -> None:
-    assert main(["--restart", f"{one_iteration}_it000001_log.xmd", "--iter", "1"]) == 2
-    assert "--restart" in _error_line(capsys)
+    assert main(["--restart", f"{full_run}_it000002_log.xmd", "--iter", "1", "--oroot", "unused"]) == 2
+    assert "--restart is at iteration 2, past the last one (1)" in _error_line(capsys)
 
 
 def test_restart_with_another_class_count_is_refused(

@@ -24,7 +24,7 @@ from napari_mltomo.io import (
     read_volume,
     write_star,
 )
-from napari_mltomo.io.run import RunPaths, RunWriter, read_command_line, read_restart
+from napari_mltomo.io.run import RunPaths, RunWriter, read_command_line, read_restart, remove_temporaries
 
 BOX = 16
 PIXEL_A = 2.5
@@ -69,6 +69,7 @@ def test_run_paths_name_every_file_and_find_the_root() -> None:
         paths.unregularised(3, 12): "run_it000012_oriref000003.mrc",
         paths.coverage(3, 12): "run_it000012_wedge000003.mrc",
         paths.fsc(12): "run_it000012.fsc", paths.fsc(): "run.fsc", paths.log(12): "run_it000012_log.xmd",
+        paths.model(12): "run_it000012_model.npz",
     }  # fmt: skip
     for path, name in named.items():
         assert path == Path("out", name)
@@ -76,24 +77,30 @@ def test_run_paths_name_every_file_and_find_the_root() -> None:
     assert RunPaths.of("out/run").root == Path("out/run").absolute()
 
 
-def test_starting_model_writes_references_only(tmp_path: Path, run_states: list[MLState]) -> None:
+def test_starting_model_is_a_restart_point(tmp_path: Path, run_states: list[MLState]) -> None:
     written = _write(tmp_path, run_states[0])
-    expected = {
+    expected = [
         "run_it000000_ref000001.mrc", "run_it000000_ref000002.mrc",
         "run_it000000_oriref000001.mrc", "run_it000000_oriref000002.mrc", "run_it000000_ref.xmd",
-    }  # fmt: skip
-    assert {path.name for path in written} == expected
-    assert {path.name for path in tmp_path.iterdir()} == expected
+        "run_it000000.doc", "run_it000000_model.npz", "run_it000000_log.xmd",
+    ]  # fmt: skip
+    assert [path.name for path in written] == expected  # the log last
+    assert {path.name for path in tmp_path.iterdir()} == set(expected)
     classes = read_star(tmp_path / "run_it000000_ref.xmd", "classes")
     assert set(classes.labels) == {"image", "enabled", "ref", "weight"}
     np.testing.assert_allclose(classes["weight"], run_states[0].fractions, rtol=1e-5)  # from the start-up
     assert classes["weight"].sum() == pytest.approx(1.0)
+    np.testing.assert_array_equal(read_star(tmp_path / "run_it000000.doc")["note"], _images()["note"])
+    point = read_restart(tmp_path / "run_it000000_log.xmd")
+    assert point.iteration == 0 and point.model.exact and not point.model.converged
+    np.testing.assert_array_equal(point.model.references, run_states[0].references)  # regularised
 
 
 def test_iteration_file_names(tmp_path: Path, run_states: list[MLState]) -> None:
     written = _write(tmp_path, run_states[1])
     names = [path.name for path in written]
     expected = {"run_it000001.doc", "run_it000001_ref.xmd", "run_it000001.fsc", "run_it000001_log.xmd"}
+    expected.add("run_it000001_model.npz")
     for k in (1, 2):
         expected |= {f"run_it000001_{kind}{k:06d}.mrc" for kind in ("ref", "oriref", "wedge")}
     assert set(names) == expected
@@ -194,12 +201,27 @@ def test_log(tmp_path: Path, run_states: list[MLState]) -> None:
     assert read_command_line(log_path) == COMMAND
 
 
-def test_read_restart_restores_the_model(tmp_path: Path, run_states: list[MLState]) -> None:
+def test_read_restart_restores_the_model_exactly(tmp_path: Path, run_states: list[MLState]) -> None:
+    state = run_states[-1]
+    _write(tmp_path, state)
+    point = read_restart(tmp_path / "run_it000002_log.xmd")
+    assert point.iteration == point.model.iteration == 2
+    assert point.command_line == COMMAND
+    model = point.model
+    assert model.exact and model.converged == state.converged
+    assert (model.sigma_noise, model.sigma_offset_px) == (state.sigma_noise, state.sigma_offset_px)
+    np.testing.assert_array_equal(model.fractions, state.fractions)
+    np.testing.assert_array_equal(model.references, state.references)
+
+
+def test_read_restart_without_the_model_file(tmp_path: Path, run_states: list[MLState]) -> None:
+    """A log of Xmipp or of an earlier version: the model from the log, the class table and the maps."""
     state = run_states[1]
     _write(tmp_path, state)
+    (tmp_path / "run_it000001_model.npz").unlink()
     point = read_restart(tmp_path / "run_it000001_log.xmd")
     assert point.iteration == point.model.iteration == 1
-    assert point.command_line == COMMAND
+    assert not point.model.exact
     assert point.model.sigma_noise == state.sigma_noise
     assert point.model.sigma_offset_px == pytest.approx(state.sigma_offset_px, rel=1e-14)
     np.testing.assert_allclose(point.model.fractions, state.fractions, atol=1e-6)
@@ -252,6 +274,60 @@ def test_final_files_of_a_run_without_iterations(tmp_path: Path, run_states: lis
     assert len(blocks["class000001_images"]) == len(blocks["class000002_images"]) == 0
     assert len(read_star(tmp_path / "run_img.xmd")) == N_PARTICLES
     assert not (tmp_path / "run.fsc").exists()
+
+
+def test_final_files_from_an_iteration_on_disk(
+    tmp_path: Path, run_states: list[MLState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a restart from the last log writes: the same files as the run's own final copies, in its
+    folder or in another."""
+    monkeypatch.chdir(tmp_path)
+    state, root = run_states[-1], Path("a") / "run"
+    _writer(root).write_iteration(state)
+    written = _writer(root).write_final(state)
+    expected = {path.name: path.read_bytes() for path in written if path.suffix != ".mrc"}
+    maps = {path.name: read_volume(path) for path in written if path.suffix == ".mrc"}
+    log = root.parent / "run_it000002_log.xmd"
+    for path in written:
+        path.unlink()
+    again = _writer(root).write_final_from(log)
+    assert [path.name for path in again] == [path.name for path in written]
+    for path in again:
+        if path.suffix == ".mrc":
+            np.testing.assert_array_equal(read_volume(path), maps[path.name])
+        else:
+            assert path.read_bytes() == expected[path.name], path.name
+    elsewhere = Path("b") / "deeper" / "run"
+    _writer(elsewhere).write_final_from(log)
+    for name in ("run_img.xmd", "run_ref.xmd"):
+        for block, table in read_star_blocks(elsewhere.parent / name).items():
+            original = read_star_blocks(root.parent / name)[block]
+            if block == "classes":
+                assert list(table["image"]) == ["run_ref000001.mrc", "run_ref000002.mrc"]
+                continue
+            moved, kept = (
+                read_images(f"{block}@{folder / name}")["image"] for folder in (elsewhere.parent, root.parent)
+            )
+            assert [os.path.normpath(path) for path in moved] == [os.path.normpath(path) for path in kept]
+            assert table["image"][0].startswith(os.path.join("..", "..", "particles"))
+            np.testing.assert_array_equal(table["ref"], original["ref"])
+
+
+def test_remove_temporaries_of_the_run_only(tmp_path: Path) -> None:
+    kept = [
+        "run_it000001.doc", ".run_b_it000001.0123456789ab.tmp.doc", ".run_it000001.012345.tmp.doc",
+        "notes.0123456789ab.tmp.txt", ".notes.0123456789ab.tmp.txt",
+        ".run_it000001_extra.0123456789ab.tmp.doc",
+    ]  # fmt: skip
+    removed = [
+        ".run_it000001.0123456789ab.tmp.doc", ".run_it000002_model.ba9876543210.tmp.npz",
+        ".run.0123456789ab.tmp.fsc", ".run_ref000003.0123456789ab.tmp.mrc",
+    ]  # fmt: skip
+    for name in kept + removed:
+        (tmp_path / name).write_text("x")
+    assert sorted(path.name for path in remove_temporaries(tmp_path / "run")) == sorted(removed)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(kept)
+    assert remove_temporaries(tmp_path / "nowhere" / "run") == []
 
 
 def test_image_paths_are_relative_to_the_table(

@@ -52,7 +52,8 @@ def iter_refine(
     start : StartModel, optional
         References (and parameters) to start from, ``params.n_classes`` of them at the internal box
         (:func:`check_start`); random references from ``params.n_classes`` subsets if omitted.
-        ``start.iteration`` is the last iteration already done (restart).
+        ``start.iteration`` is the last iteration already done (restart); nothing follows a
+        ``start.converged`` model.
     executor : ChunkExecutor, optional
         Runs the chunk tasks (``params.threads`` local threads if omitted; ``napari_mltomo.compute``
         has one for a dask.distributed cluster).
@@ -91,13 +92,12 @@ def iter_refine(
     state = starting_state(data, params, setup, start, dispatch)
     yield state
     last = params.max_iter + params.istart - 1
-    for iteration in range(state.iteration + 1, last + 1):
+    while state.iteration < last and not state.converged:
+        iteration = state.iteration + 1
         state = iterate(data, params, setup, state, iteration, dispatch, f"iteration {iteration}")
         if checking and iteration < min(last, params.istart + ESCAPE_CHECKS):
             state = escape_traps(data, params, setup, state, dispatch)
         yield state
-        if state.converged:
-            return
 
 
 def _check_metadata_poses(data: SubtomogramSet, params: MLParams) -> None:

@@ -62,6 +62,11 @@ def prepare_references(volumes: ArrayLike, size: int) -> NDArray[np.float64]:
 def starting_state(
     data: SubtomogramSet, params: MLParams, setup: Setup, start: StartModel | None, dispatch: Dispatch
 ) -> MLState:
+    """The state of iteration ``istart - 1``: `start` completed with the defaults of `params` (symmetrised,
+    fractions normalised, regularised by ``--reg0`` at iteration 0), or random references; an exact
+    `start` (a restart point) as it is."""
+    if start is not None and start.exact:
+        return _restored_state(start, setup.scale)
     if start is None:
         references = _random_references(data, params, setup, dispatch)
         start = StartModel(
@@ -95,6 +100,20 @@ def starting_state(
         sigma_offset_px=float(offset),
         scale=setup.scale,
         unregularised=unregularised,
+    )
+
+
+def _restored_state(start: StartModel, scale: float) -> MLState:
+    """The state a restart point holds, bit for bit."""
+    assert start.fractions is not None and start.sigma_noise is not None and start.sigma_offset_px is not None
+    return MLState(
+        iteration=start.iteration,
+        references=start.references,
+        fractions=start.fractions,
+        sigma_noise=start.sigma_noise,
+        sigma_offset_px=start.sigma_offset_px,
+        scale=scale,
+        converged=start.converged,
     )
 
 

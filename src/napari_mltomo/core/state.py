@@ -73,13 +73,20 @@ class SubtomogramSet:
 
 @dataclass(frozen=True)
 class StartModel:
-    """A model to start from or continue: references at the internal size and scalar parameters."""
+    """A model to start from or continue: references at the internal size and scalar parameters.
+
+    ``exact`` marks the exact model of a finished iteration (a restart point): it is taken as it is, not
+    symmetrised, normalised or regularised again, so the run continues bit for bit. ``converged`` says that
+    iteration had converged: the run ends with it.
+    """
 
     references: NDArray[np.float64]
     fractions: NDArray[np.float64] | None = None
     sigma_noise: float | None = None
     sigma_offset_px: float | None = None  # internal pixels
     iteration: int = 0
+    exact: bool = False
+    converged: bool = False
 
 
 @dataclass(frozen=True)

@@ -100,12 +100,14 @@ class RunOutputs:
 
     def estimated_bytes(self) -> int:
         """An upper estimate of the bytes the run writes: per iteration its maps at the input box, its
-        particle table and its small tables; then the final copies (maps, two particle tables, FSC)."""
+        exact model (float64 references at most at the input box), its particle table and its small
+        tables; then the final copies (maps, two particle tables, FSC)."""
         map_bytes = _MRC_HEADER_BYTES + 4 * self.box_size**3
         maps = self.n_classes * (1 + self.regularised + self.coverage)
+        model = 8 * self.n_classes * self.box_size**3 + _TABLE_BYTES
         table = self.n_particles * self.row_bytes
         fsc = _TABLE_BYTES + self.n_classes * (self.box_size // 2) * _FSC_ROW_BYTES
-        iteration = maps * map_bytes + table + fsc + 3 * _TABLE_BYTES
+        iteration = maps * map_bytes + model + table + fsc + 3 * _TABLE_BYTES
         final = self.n_classes * map_bytes + 2 * table + fsc + _TABLE_BYTES
         return len(self.iterations) * iteration + final
 

@@ -11,14 +11,18 @@ Per iteration ``NNNNNN`` (six digits), :meth:`RunWriter.write_iteration` writes
 * ``<root>_itNNNNNN_wedgeKKKKKK.mrc``: per-class Fourier coverage, fftshifted (only with missing data);
 * ``<root>_itNNNNNN.fsc``: one block ``class_KKKKKK`` per class (``resolutionFreqFourier`` in 1/Å,
   ``resolutionFRC``);
+* ``<root>_itNNNNNN_model.npz``: the model exactly (references at the internal box in float64, fractions,
+  sigmas, whether it converged), so that a restart continues bit for bit;
 * ``<root>_itNNNNNN_log.xmd``: the scalars needed to restart, with the command line as header comment.
   It is written last, so a log on disk means every other file of its iteration is complete.
 
-The starting model (no E-step yet) has only references, ``_ref.xmd`` and ``oriref`` files.
-:meth:`RunWriter.write_final` writes ``<root>_img.xmd``, ``<root>_ref.xmd`` (with one
-``classKKKKKK_images`` block per class, as Scipion reads it), ``<root>_refKKKKKK.mrc`` and ``<root>.fsc``.
+The starting model (iteration ``istart - 1``, no E-step yet) has no coverage maps nor FSC; its ``.doc`` is
+the input table. :meth:`RunWriter.write_final` writes ``<root>_img.xmd``, ``<root>_ref.xmd`` (with one
+``classKKKKKK_images`` block per class, as Scipion reads it), ``<root>_refKKKKKK.mrc`` and ``<root>.fsc``;
+:meth:`RunWriter.write_final_from` writes the same from an iteration's files on disk.
 
-Every file is written to a temporary name and renamed, so an interrupted run never leaves half a file.
+Every file is written to a temporary name and renamed, so an interrupted run never leaves half a file;
+:func:`remove_temporaries` removes the temporary files of a killed one.
 File names inside these tables are relative to the folder of the table (absolute input paths stay
 absolute), so a run can be read from any working directory with :func:`~napari_mltomo.io.read_images`.
 """
@@ -28,6 +32,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +44,7 @@ from numpy.typing import NDArray
 
 from napari_mltomo.core.fourier import centred_coverage, fourier_rescale
 from napari_mltomo.core.refine import MLState, StartModel
+from napari_mltomo.io._atomic import atomic_path, temporary_target
 from napari_mltomo.io.metadata import MetaData, MetadataError, read_star, write_star
 from napari_mltomo.io.run_paths import RunPaths
 from napari_mltomo.io.volumes import read_volume, write_volume
@@ -50,6 +57,7 @@ __all__ = [
     "particle_table",
     "read_command_line",
     "read_restart",
+    "remove_temporaries",
 ]
 
 #: Labels of the iteration log; ``xSize`` (an Xmipp label) holds the internal box size ``N``.
@@ -117,7 +125,8 @@ class RunWriter:
         """Write the files of one iteration (see the module docstring), each atomically.
 
         `state` is the model after iteration ``state.iteration``, or the starting model when
-        ``state.stats`` is None. Returns the files written, the log last.
+        ``state.stats`` is None (its particle table is the input table). Returns the files written,
+        the log last.
         """
         self.root.parent.mkdir(parents=True, exist_ok=True)
         paths, it = RunPaths(self.root), state.iteration
@@ -133,12 +142,9 @@ class RunWriter:
         references = paths.classes(it)
         classes = class_table(state, maps, references, self.pixel_size_A, self.box_size)
         written.append(write_star(references, {"classes": classes}))
-        if state.stats is None:
-            return written
         doc = paths.particles(it)
-        written.append(
-            write_star(doc, _relative_images(particle_table(state, self.images, self.regions_used), doc))
-        )
+        written.append(write_star(doc, _relative_images(self._particles(state), doc)))
+        written.append(_write_model(paths.model(it), state))
         written.append(
             write_star(paths.log(it), _log_table(state, doc, references), self.command_line, row_format=True)
         )
@@ -156,17 +162,39 @@ class RunWriter:
         written = list(maps)
         if state.fsc is not None:
             written.append(write_star(paths.fsc(), fsc_blocks(state, self.pixel_size_A, self.box_size)))
-        particles = (
-            self.images if state.stats is None else particle_table(state, self.images, self.regions_used)
-        )
-        particles_path = paths.particles()
-        written.append(write_star(particles_path, _relative_images(particles, particles_path)))
-        references = paths.classes()
-        blocks = {"classes": class_table(state, maps, references, self.pixel_size_A, self.box_size)}
-        for name, members in _class_member_blocks(particles, state.n_classes).items():
-            blocks[name] = _relative_images(members, references)
-        written.append(write_star(references, blocks))
-        return written
+        particles = _relative_images(self._particles(state), paths.particles())
+        classes = class_table(state, maps, paths.classes(), self.pixel_size_A, self.box_size)
+        return written + _write_final_tables(paths, particles, classes)
+
+    def write_final_from(self, log_path: str | os.PathLike[str]) -> list[Path]:
+        """Write the final files of :meth:`write_final` from the files of the iteration `log_path` logs.
+
+        For a restart from the last iteration (or a converged one) of a run killed before its final
+        copies: the maps and the FSC are copied, the tables rewritten with their file names relative to
+        the final tables. Returns the files written.
+        """
+        log_path = Path(log_path)
+        log = read_star(log_path)
+        doc = beside(str(log["imageMetaData"][0]), log_path)
+        table_path = beside(str(log["referenceMetaData"][0]), log_path)
+        classes = read_star(table_path, "classes")
+        classes = classes.take(np.argsort(classes["ref"], kind="stable"))
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        paths = RunPaths(self.root)
+        maps = [
+            _copied(beside(str(name), table_path), paths.reference(k))
+            for k, name in enumerate(classes["image"], start=1)
+        ]
+        written = list(maps)
+        if doc.with_suffix(".fsc").is_file():
+            written.append(_copied(doc.with_suffix(".fsc"), paths.fsc()))
+        particles = _rebased_images(read_star(doc), doc, paths.particles())
+        image = np.array([_relative_to(path, paths.classes()) for path in maps], dtype=object)
+        return written + _write_final_tables(paths, particles, classes.with_columns(image=image))
+
+    def _particles(self, state: MLState) -> MetaData:
+        """The particle table of `state`: the input table for the starting model."""
+        return self.images if state.stats is None else particle_table(state, self.images, self.regions_used)
 
     def _maps(self, name: Callable[[int], Path], volumes: NDArray[np.floating]) -> list[Path]:
         """Write volume ``k`` (1-based) to ``name(k)``, each Fourier-rescaled to the input box if needed."""
@@ -283,6 +311,33 @@ def _exact(value: float) -> np.ndarray:
     return np.array(repr(float(value)), dtype=object)
 
 
+def _write_final_tables(paths: RunPaths, particles: MetaData, classes: MetaData) -> list[Path]:
+    """``<root>_img.xmd`` and ``<root>_ref.xmd``; the file names in both tables are already relative to
+    their folder."""
+    blocks = {"classes": classes, **_class_member_blocks(particles, len(classes))}
+    return [write_star(paths.particles(), particles), write_star(paths.classes(), blocks)]
+
+
+def _write_model(path: Path, state: MLState) -> Path:
+    """``<root>_itNNNNNN_model.npz``: what :func:`read_restart` needs to continue from `state` exactly."""
+    with atomic_path(path) as temporary, temporary.open("wb") as file:
+        np.savez(
+            file,
+            references=state.references,
+            fractions=state.fractions,
+            sigma_noise=state.sigma_noise,
+            sigma_offset_px=state.sigma_offset_px,
+            converged=state.converged,
+        )
+    return path
+
+
+def _copied(source: Path, target: Path) -> Path:
+    with atomic_path(target) as temporary:
+        shutil.copyfile(source, temporary)
+    return target
+
+
 def _class_member_blocks(particles: MetaData, n_classes: int) -> dict[str, MetaData]:
     """``classKKKKKK_images``: the rows of each class, sorted by image name (empty without ``ref``)."""
     refs = particles["ref"] if "ref" in particles else np.zeros(len(particles), dtype=np.int64)
@@ -299,12 +354,20 @@ def _relative_images(table: MetaData, destination: Path) -> MetaData:
     return table.with_columns(image=np.array(names, dtype=object))
 
 
-def _relative_image(name: str, destination: Path) -> str:
+def _relative_image(name: str, destination: Path, source: Path = Path()) -> str:
+    """`name` (relative to the folder `source`) made relative to the folder of `destination`."""
     match = _STACK_PREFIX.fullmatch(name)
     prefix, file = (match[1], match[2]) if match else ("", name)
     if os.path.isabs(file):
         return name
-    return prefix + _relative_to(Path(file), destination)
+    return prefix + _relative_to(source / file, destination)
+
+
+def _rebased_images(table: MetaData, source: Path, destination: Path) -> MetaData:
+    """The ``image`` column of the table `source`, relative to its folder, made relative to that of
+    `destination`."""
+    names = [_relative_image(str(name), destination, source.parent) for name in table["image"]]
+    return table.with_columns(image=np.array(names, dtype=object))
 
 
 def _relative_to(path: Path, destination: Path) -> str:
@@ -318,10 +381,11 @@ def _relative_to(path: Path, destination: Path) -> str:
 def read_restart(log_path: str | os.PathLike[str]) -> RestartPoint:
     """Recover the model of an iteration from its ``<root>_itNNNNNN_log.xmd``.
 
-    Reads ``sigmaNoise``, ``sigmaOffset`` (input pixels, converted back to internal pixels),
-    ``iterationNumber`` and ``xSize`` (internal box size) from the log, the class fractions from the
-    ``weight`` column of its ``_ref.xmd`` and the references from the MRC files that table names,
-    Fourier-cropped back to the internal box size.
+    The model is read exactly from the iteration's ``_model.npz`` if it is there. Otherwise (a log of
+    Xmipp, or of an earlier version) it reads ``sigmaNoise``, ``sigmaOffset`` (input pixels, converted back
+    to internal pixels), ``iterationNumber`` and ``xSize`` (internal box size) from the log, the class
+    fractions from the ``weight`` column of its ``_ref.xmd`` and the references from the MRC files that
+    table names, Fourier-cropped back to the internal box size.
 
     Parameters
     ----------
@@ -349,6 +413,10 @@ def read_restart(log_path: str | os.PathLike[str]) -> RestartPoint:
             log_path,
             f"not an ml_tomo iteration log: no {', '.join(missing)}; give a <root>_itNNNNNN_log.xmd file",
         )
+    iteration = int(log["iterationNumber"][0])
+    exact = RunPaths.of(log_path).model(iteration)
+    if exact.is_file():
+        return RestartPoint(_read_model(exact, iteration), iteration, read_command_line(log_path))
     size = int(log["xSize"][0])
     table_path = beside(str(log["referenceMetaData"][0]), log_path)
     classes = read_star(table_path, "classes")
@@ -358,7 +426,6 @@ def read_restart(log_path: str | os.PathLike[str]) -> RestartPoint:
     order = np.argsort(classes["ref"], kind="stable")
     maps = np.stack([read_volume(beside(str(classes["image"][k]), table_path)) for k in order])
     scale = size / maps.shape[-1]
-    iteration = int(log["iterationNumber"][0])
     model = StartModel(
         references=fourier_rescale(maps, size).astype(np.float64),
         fractions=np.asarray(classes["weight"][order], dtype=np.float64),
@@ -367,6 +434,48 @@ def read_restart(log_path: str | os.PathLike[str]) -> RestartPoint:
         iteration=iteration,
     )
     return RestartPoint(model, iteration, read_command_line(log_path))
+
+
+def _read_model(path: Path, iteration: int) -> StartModel:
+    """The exact model of :func:`_write_model`."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            return StartModel(
+                references=saved["references"],
+                fractions=saved["fractions"],
+                sigma_noise=float(saved["sigma_noise"]),
+                sigma_offset_px=float(saved["sigma_offset_px"]),
+                iteration=iteration,
+                exact=True,
+                converged=bool(saved["converged"]),
+            )
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise MetadataError(path, f"not an ml_tomo model file ({error})") from None
+
+
+def remove_temporaries(root: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files that a killed run left for its files (and only those).
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+        The run's output root (``--oroot``).
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    paths = RunPaths.of(root)
+    if not paths.root.parent.is_dir():
+        return []
+    removed = []
+    for path in sorted(paths.root.parent.iterdir()):
+        target = temporary_target(path)
+        if target is not None and paths.holds(target) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def beside(name: str, table_path: Path) -> Path:

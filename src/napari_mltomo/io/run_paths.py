@@ -14,7 +14,7 @@ __all__ = ["RunPaths"]
 
 #: The name of any file of a run, with its root as group ``root``.
 _RUN_FILE = re.compile(
-    r"(?P<root>.+?)(_it\d{6}(_log\.xmd|\.doc|\.fsc|_ref\.xmd|_(ori)?ref\d{6}\.mrc|_wedge\d{6}\.mrc)"
+    r"(?P<root>.+?)(_it\d{6}(_log\.xmd|_model\.npz|\.doc|\.fsc|_ref\.xmd|_(ori)?ref\d{6}\.mrc|_wedge\d{6}\.mrc)"
     r"|_img\.xmd|_ref\.xmd|_ref\d{6}\.mrc|\.fsc)"
 )
 _LOG = re.compile(r"_it(\d{6})_log\.xmd")
@@ -68,6 +68,15 @@ class RunPaths:
     def log(self, iteration: int) -> Path:
         """``<root>_itNNNNNN_log.xmd``: the restart point of an iteration, written last."""
         return Path(f"{self._stem(iteration)}_log.xmd")
+
+    def model(self, iteration: int) -> Path:
+        """``<root>_itNNNNNN_model.npz``: the exact model of an iteration, for a bit-for-bit restart."""
+        return Path(f"{self._stem(iteration)}_model.npz")
+
+    def holds(self, path: str | os.PathLike[str]) -> bool:
+        """Whether `path` names a file of this run (any iteration's, or a final copy)."""
+        found = _RUN_FILE.fullmatch(Path(path).name)
+        return found is not None and RunPaths.of(path).root == RunPaths.of(self.root).root
 
     def logged_iterations(self) -> tuple[int, ...]:
         """The iterations whose log is on disk (so all their files are complete), ascending."""
