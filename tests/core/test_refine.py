@@ -67,9 +67,10 @@ def test_refinement_from_noisy_true_references_recovers_classes_orientations_and
     assert min(after) > 0.9 and all(a > b for a, b in zip(after, before, strict=True))
 
 
-def test_reference_free_alignment_of_one_class_converges() -> None:
+def test_reference_free_alignment_of_one_class_finds_the_poses() -> None:
+    """The start-up and 3 iterations (13.1, 12.8 and 12.4 degrees; 8 iterations end at 12.4)."""
     data = make_dataset(30, 1, 32, snr=2.0, max_shift_px=2, seed=2)
-    params = MLParams(n_classes=1, max_iter=8, ang_deg=20.0, dim=SIZE, threads=2, chunk_size=8, seed=2)
+    params = MLParams(n_classes=1, max_iter=3, ang_deg=20.0, dim=SIZE, threads=2, chunk_size=8, seed=2)
     state = run_refine(data.subtomograms(), params)
     _, median_error = _scores(state, data)
     assert median_error <= 20.0

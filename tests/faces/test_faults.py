@@ -119,9 +119,10 @@ def _paused(argv: list[str], point: str, stderr: Path, seconds: float = 600.0) -
 
 
 def _assert_outputs_parse(folder: Path) -> None:
-    """Every file in `folder` but the temporary ones (``.*``) reads with the package's readers or mrcfile."""
+    """Every file in `folder` but the temporary ones (``.*``) and the run lock a kill leaves behind (the
+    restart takes it over) reads with the package's readers or mrcfile."""
     for path in folder.iterdir() if folder.is_dir() else ():
-        if path.name.startswith("."):
+        if path.name.startswith(".") or path.suffix == ".lock":
             continue
         if path.suffix == ".mrc":
             with mrcfile.open(path, permissive=False) as volume:

@@ -104,8 +104,9 @@ def test_a_run_from_the_widget_equals_the_command(make_napari_viewer, qtbot, tin
     _same_run_files(tmp_path / "widget" / "r", tmp_path / "cli" / "r")
 
 
+@pytest.mark.parametrize("shown", [0, 1])  # the starting model, or iteration 1
 def test_cancel_leaves_a_run_that_restarts_to_the_same_result(
-    make_napari_viewer, qtbot, tiny_data, tmp_path, monkeypatch: pytest.MonkeyPatch
+    make_napari_viewer, qtbot, tiny_data, tmp_path, monkeypatch: pytest.MonkeyPatch, shown: int
 ) -> None:
     widget = _widget(make_napari_viewer())
     values = {**_options(tiny_data, tmp_path / "cancelled" / "r"), "iter": 3, "chunk": 4}
@@ -113,29 +114,30 @@ def test_cancel_leaves_a_run_that_restarts_to_the_same_result(
     write_iteration = RunWriter.write_iteration
     written, clicked = threading.Event(), threading.Event()
 
-    def wait_after_iteration_1(writer: RunWriter, state) -> list[Path]:
+    def wait_after_the_iteration_shown(writer: RunWriter, state) -> list[Path]:
         files = write_iteration(writer, state)
-        if state.iteration == 1:
+        if state.iteration == shown:
             written.set()
-            clicked.wait(60)  # the user clicks Cancel while iteration 1 is shown
+            clicked.wait(60)  # the user clicks Cancel while that iteration is shown
         return files
 
-    monkeypatch.setattr(RunWriter, "write_iteration", wait_after_iteration_1)
+    monkeypatch.setattr(RunWriter, "write_iteration", wait_after_the_iteration_shown)
     assert widget.start() is not None
     qtbot.waitUntil(written.is_set, timeout=120_000)
     widget.cancel()
     clicked.set()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
     qtbot.waitUntil(lambda: not widget._paced.busy)
-    assert [state.iteration for state in widget.history] == [1]
+    assert [state.iteration for state in widget.history] == list(range(1, shown + 1))
     cancelled = tmp_path / "cancelled" / "r"
-    assert widget.status.text().startswith("cancelled after iteration 1")
-    assert widget.values()["restart"] == f"{cancelled}_it000001_log.xmd"
-    assert not Path(f"{cancelled}_it000002_log.xmd").exists()
-    assert main(["--restart", f"{cancelled}_it000001_log.xmd", "--quiet"]) == 0
+    log = f"{cancelled}_it{shown:06d}_log.xmd"
+    assert widget.status.text().startswith(f"cancelled after iteration {shown}")
+    assert widget.values()["restart"] == log
+    assert not Path(f"{cancelled}_it{shown + 1:06d}_log.xmd").exists()
+    assert main(["--restart", log, "--quiet"]) == 0
     full = tmp_path / "full" / "r"
     assert main([*options_to_argv({**values, "oroot": str(full)}), "--quiet"]) == 0
-    # The restart reads the exact model of iteration 1: the results are those of the uninterrupted run.
+    # The restart reads the exact model it continues from: the results are those of the uninterrupted run.
     final_a, final_b = read_star(f"{cancelled}_img.xmd"), read_star(f"{full}_img.xmd")
     for label in (
         "ref",

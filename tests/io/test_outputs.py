@@ -39,7 +39,8 @@ def _outputs(root: Path, iterations: range = range(0, 3), n_classes: int = 2) ->
 def test_estimate_counts_maps_tables_and_final_copies(tmp_path: Path) -> None:
     outputs = _outputs(tmp_path / "r", range(0, 25), n_classes=3)
     outputs = RunOutputs(**{**vars(outputs), "box_size": 200, "n_particles": 10_000})
-    per_iteration = 3 * 3 * (1024 + 4 * 200**3) + 10_000 * 300  # references, oriref and wedge maps, a table
+    maps = 3 * 3 * (1024 + 4 * 200**3)  # references, oriref and wedge maps
+    per_iteration = maps + 8 * 3 * 200**3 + 10_000 * 300  # the maps, the exact model, a table
     assert 25 * per_iteration < outputs.estimated_bytes() < 26 * per_iteration
     assert outputs.needs_text() == (
         f"about {size_text(outputs.estimated_bytes())} (25 iteration(s) of 3 class(es) at 200x200x200 "

@@ -107,6 +107,7 @@ class RefinementWidget(QWidget):
         self.fields = option_fields()
         self.worker: Any = None
         self.history: list[MLState] = []
+        self.last_logged: int | None = None  # the newest iteration (0: the starting model) with a log
         self.inputs: RunInputs | None = None
         self.outcome = ""
         self._stop = threading.Event()
@@ -222,7 +223,7 @@ class RefinementWidget(QWidget):
         if self.worker is not None:
             raise ParameterError("a run is going; cancel it first")
         values = self.values()
-        self.inputs, self.history, self.outcome = None, [], ""
+        self.inputs, self.history, self.outcome, self.last_logged = None, [], "", None
         self._stop.clear()
         self.worker = self._read(values, command_line(values))
         self.worker.returned.connect(self._on_read)
@@ -321,6 +322,7 @@ class RefinementWidget(QWidget):
         if state.startup_step:
             self.status.setText(f"start-up step {state.startup_step} (box {state.size})")
             return
+        self.last_logged = state.iteration  # its files are on disk by the end of the run, stopped or not
         if state.stats is None:
             self.status.setText("starting references ready")
             return
@@ -367,11 +369,13 @@ class RefinementWidget(QWidget):
         """What became of the run, and what to do next."""
         if self.outcome.startswith("failed: ") or self.inputs is None:
             return self.outcome or "stopped"
-        root, last = self.inputs.oroot, self.history[-1].iteration if self.history else None
+        root = self.inputs.oroot
         if self.outcome == "done":
+            last = self.history[-1].iteration if self.history else None
             return f"done: iteration {last}; results in {root}_img.xmd and {root}_ref.xmd"
+        last = self.last_logged
         if last is None:
-            return "cancelled before the first iteration; nothing to restart"
+            return "cancelled before the starting model was ready; nothing to restart"
         log = str(RunPaths(root).log(last))
         self.set_values({"restart": log})
         return f"cancelled after iteration {last}; --restart is set to {log}: Run continues from it"
