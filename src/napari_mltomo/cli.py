@@ -123,7 +123,9 @@ class _Progress:
         stage = f"{PROG}: {progress.stage}"
         if self.bar is None or self.bar.desc != stage:
             self.clear()
-            self.bar = tqdm(total=progress.total, desc=stage, unit="chunk", file=sys.stderr, leave=False)
+            self.bar = tqdm(  # redrawn at every chunk (chunks take long enough that none is skipped)
+                total=progress.total, desc=stage, unit="chunk", file=sys.stderr, leave=False, mininterval=0
+            )
         self.bar.update(progress.done - self.bar.n)
 
     def clear(self) -> None:
