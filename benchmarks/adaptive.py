@@ -44,6 +44,7 @@ import numpy as np
 import scipy.fft as sfft
 from numpy.typing import NDArray
 
+from napari_mltomo.argv import option_values
 from napari_mltomo.core.estep_inputs import EStepModel, ParticleChunk, translation_log_prior
 from napari_mltomo.core.params import MLParams
 from napari_mltomo.core.refine import MLState, StartModel, SubtomogramSet, iter_refine
@@ -56,7 +57,7 @@ from napari_mltomo.core.synthetic import (
     make_dataset,
 )
 from napari_mltomo.demo import DEMO_ARGS, DEMO_DATASET
-from napari_mltomo.options import option_values, params_from_options
+from napari_mltomo.options import params_from_options
 
 ARI_MARGIN = 0.02
 ERROR_MARGIN_DEG = 2.0

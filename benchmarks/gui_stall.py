@@ -36,9 +36,9 @@ from qtpy.QtCore import Qt, QThreadPool, QTimer
 from qtpy.QtWidgets import QApplication
 
 from napari_mltomo import demo
+from napari_mltomo.argv import option_values
 from napari_mltomo.core.synthetic import make_dataset
 from napari_mltomo.io import MetaData, write_star, write_volume
-from napari_mltomo.options import option_values
 
 PERIOD_MS = 10
 #: Distinct particle files per class of the browser's run; the table lists links to them.

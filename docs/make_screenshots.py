@@ -21,7 +21,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QApplication
 
 from napari_mltomo import demo
-from napari_mltomo.options import option_values
+from napari_mltomo.argv import option_values
 
 IMAGES = Path(__file__).parent / "images"
 WINDOW = (1920, 1080)

@@ -66,3 +66,15 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder / "wedges.xmd", [MissingRegion(kind="wedge_y", theta_y0_deg=-60, theta_yf_deg=60)]
     )
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-iteration, 2-class run of the tiny data set (``TINY_OPTIONS``, the +-60 wedge); its root. Tests
+    only read it."""
+    from napari_mltomo.cli import main
+
+    root = tmp_path_factory.mktemp("run") / "r"
+    inputs = ["-i", str(tiny_data / "images.xmd"), "--missing", str(tiny_data / "wedges.xmd")]
+    assert main([*inputs, "--oroot", str(root), *TINY_OPTIONS, "--quiet"]) == 0
+    return root

@@ -75,7 +75,7 @@ FLOORS: tuple[tuple[str, int], ...] = (
     ("napari_mltomo.io", 1),
     ("napari_mltomo.options", 2), ("napari_mltomo.inputs", 2), ("napari_mltomo.runner", 2),
     ("napari_mltomo.compute", 2), ("napari_mltomo.demo", 2), ("napari_mltomo.protein_sets", 2),
-    ("napari_mltomo.export", 2), ("napari_mltomo.output_guard", 2),
+    ("napari_mltomo.export", 2), ("napari_mltomo.output_guard", 2), ("napari_mltomo.argv", 2),
     ("napari_mltomo", 3),
 )  # fmt: skip
 #: Helpers that every face may use (the others are faces of their own, which no face imports).

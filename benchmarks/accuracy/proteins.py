@@ -34,10 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_mltomo.argv import option_values
 from napari_mltomo.core.params import MLParams
 from napari_mltomo.core.refine import StartModel, SubtomogramSet, internal_size, iter_refine
 from napari_mltomo.core.synthetic import SyntheticDataset, adjusted_rand_index
-from napari_mltomo.options import option_values, params_from_options
+from napari_mltomo.options import params_from_options
 from napari_mltomo.protein_sets import PROTEIN_SETS, ClassScore, score_classes, true_averages
 
 #: The options of every run (the defaults otherwise); reference-free runs add ``--nref K --seed S``.

@@ -27,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from napari_mltomo import demo
+from napari_mltomo.argv import CommandParser, HelpExit, UsageError, parse_argv, stored_argv
 from napari_mltomo.core.params import ParameterError
 from napari_mltomo.core.refine import ChunkProgress, MLState
 from napari_mltomo.export import EXPORT_FORMATS, export_run
@@ -34,7 +35,7 @@ from napari_mltomo.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io import MetadataError, VolumeError, read_images
 from napari_mltomo.io.outputs import OutputWarning
 from napari_mltomo.io.run import RunPaths, read_command_line
-from napari_mltomo.options import PROG, CommandParser, HelpExit, UsageError, parse_argv, stored_argv
+from napari_mltomo.options import PROG
 from napari_mltomo.runner import RunEnd, refine_events
 
 __all__ = ["main", "parse_command", "run", "run_demo", "run_export"]

@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Literal, get_args
 
+from napari_mltomo.argv import option_values, stored_argv
 from napari_mltomo.inputs import run_missing_regions
 from napari_mltomo.io import MetadataError, read_pixel_size
 from napari_mltomo.io.interchange import PosedParticles
 from napari_mltomo.io.results import RunResults, open_run
-from napari_mltomo.options import option_values, stored_argv
 
 __all__ = ["EXPORT_FORMATS", "ExportFormat", "export_run", "run_particles"]
 

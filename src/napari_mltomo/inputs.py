@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from napari_mltomo.argv import option_values, stored_argv
 from napari_mltomo.core.missing import MissingRegion
 from napari_mltomo.core.params import MLParams, ParameterError
 from napari_mltomo.core.refine import (
@@ -44,7 +45,7 @@ from napari_mltomo.io import (
 from napari_mltomo.io.interchange import read_posed_particles, table_format
 from napari_mltomo.io.results import RunResults
 from napari_mltomo.io.run import read_restart
-from napari_mltomo.options import default_values, option_values, params_from_options, stored_argv
+from napari_mltomo.options import default_values, params_from_options
 
 __all__ = ["RunInputs", "error_text", "read_inputs", "run_missing_regions"]
 

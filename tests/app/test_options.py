@@ -6,14 +6,9 @@ import dataclasses
 
 import pytest
 
+from napari_mltomo.argv import build_parser, options_to_argv
 from napari_mltomo.core.params import MLParams
-from napari_mltomo.options import (
-    OPTIONS,
-    build_parser,
-    default_values,
-    options_to_argv,
-    params_from_options,
-)
+from napari_mltomo.options import OPTIONS, default_values, params_from_options
 
 
 def test_parser_defaults_are_the_table_defaults() -> None:

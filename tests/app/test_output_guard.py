@@ -16,13 +16,13 @@ import pytest
 
 import napari_mltomo.io.volumes as volumes_module
 from conftest import TINY_OPTIONS
+from napari_mltomo.argv import option_values
 from napari_mltomo.cli import main
 from napari_mltomo.core.refine import MLState
 from napari_mltomo.inputs import RunInputs, read_inputs
 from napari_mltomo.io import MetaData, write_star
 from napari_mltomo.io.outputs import LockHolder, OutputError, RunLock, check_not_inputs, lock_file
 from napari_mltomo.io.run import RunWriter
-from napari_mltomo.options import option_values
 from napari_mltomo.output_guard import read_files, run_outputs
 from napari_mltomo.runner import RunEnd, refine_events
 
@@ -158,7 +158,7 @@ def test_a_failed_write_names_the_file(
         def refuse(target: Path, volume: np.ndarray, pixel_size_A: float) -> None:
             raise PermissionError(13, "Permission denied", str(target))
 
-        monkeypatch.setattr(volumes_module, "_write_mrc", refuse)
+        monkeypatch.setattr(volumes_module, "write_mrc", refuse)
         expected = f"{tmp_path}/r_it000000_ref000001.mrc: Permission denied"
     else:
         write_text = Path.write_text

@@ -10,11 +10,11 @@ import pytest
 
 import napari_mltomo.io.volumes as volumes_module
 from conftest import TINY_OPTIONS
+from napari_mltomo.argv import option_values
 from napari_mltomo.core.refine import ChunkProgress, MLState
 from napari_mltomo.inputs import RunInputs, read_inputs
 from napari_mltomo.io import read_images, read_volume, write_volume
 from napari_mltomo.io.run import RunPaths
-from napari_mltomo.options import option_values
 from napari_mltomo.runner import RunEnd, refine_events
 
 

@@ -648,7 +648,7 @@ def test_interrupted_write_damages_nothing(
     argv = [*_inputs(tiny), "--oroot", str(root), "--iter", "1", *RUN_ARGS]
     assert main(argv) == 0
     before = snapshot(tmp_path)
-    original = volumes_module._write_mrc
+    original = volumes_module.write_mrc
     calls = []
 
     def fail_midway(target: Path, volume: np.ndarray, pixel_size_A: float) -> None:
@@ -658,7 +658,7 @@ def test_interrupted_write_damages_nothing(
             raise OSError(28, "No space left on device")
         original(target, volume, pixel_size_A)
 
-    monkeypatch.setattr(volumes_module, "_write_mrc", fail_midway)
+    monkeypatch.setattr(volumes_module, "write_mrc", fail_midway)
     assert main(argv) == 1
     assert "No space left on device" in _error_line(capsys)
     after = snapshot(tmp_path)

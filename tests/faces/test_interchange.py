@@ -14,15 +14,6 @@ from napari_mltomo.io import read_images, read_volume
 QUIET = (*TINY_OPTIONS, "--quiet")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-iteration run of the tiny data set, whose particle table (poses, classes) the tests start from."""
-    root = tmp_path_factory.mktemp("run") / "r"
-    inputs = ["-i", str(tiny_data / "images.xmd"), "--missing", str(tiny_data / "wedges.xmd")]
-    assert main([*inputs, "--oroot", str(root), *QUIET]) == 0
-    return root
-
-
 def test_a_run_from_the_exported_relion_table_equals_the_run_from_the_xmipp_table(
     tiny_data: Path, tiny_run: Path, tmp_path: Path
 ) -> None:

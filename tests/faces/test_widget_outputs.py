@@ -7,8 +7,8 @@ import os
 import pytest
 
 from conftest import TINY_OPTIONS
+from napari_mltomo.argv import option_values
 from napari_mltomo.io.outputs import LockHolder, RunLock, lock_file
-from napari_mltomo.options import option_values
 
 pytestmark = pytest.mark.gui
 

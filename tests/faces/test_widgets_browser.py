@@ -14,26 +14,16 @@ import starfile
 from qtpy.QtCore import Qt
 
 import napari_mltomo._aligned as aligned_module
-from conftest import TINY_BOX, TINY_CLASSES, TINY_OPTIONS, TINY_PARTICLES
+from conftest import TINY_BOX, TINY_CLASSES, TINY_PARTICLES
 from napari_mltomo._aligned import AlignedParticles
 from napari_mltomo._layers import ALIGNED_NAME, MASK_NAME, ROTATED_MASK_NAME
 from napari_mltomo._widgets.particle_table import ROW_ROLE
-from napari_mltomo.cli import main
 from napari_mltomo.core.views import align_to_reference, class_members, region_mask_volume
 from napari_mltomo.inputs import run_missing_regions
 from napari_mltomo.io import ANGLE_LABELS, SHIFT_LABELS, read_volume
 from napari_mltomo.io.results import open_run, read_particles
 
 N_CLASSES, N_PARTICLES, BOX = TINY_CLASSES, TINY_PARTICLES, TINY_BOX
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-iteration, 2-class run of the tiny data set; its root."""
-    root = tmp_path_factory.mktemp("run") / "r"
-    inputs = ["-i", str(tiny_data / "images.xmd"), "--missing", str(tiny_data / "wedges.xmd")]
-    assert main([*inputs, "--oroot", str(root), *TINY_OPTIONS, "--quiet"]) == 0
-    return root
 
 
 def _mean_correlation(volumes: np.ndarray, reference: np.ndarray) -> float:

@@ -13,10 +13,11 @@ import napari_mltomo._widgets.refinement as refinement
 from conftest import TINY_CLASSES, TINY_OPTIONS
 from napari_mltomo._layers import class_name
 from napari_mltomo._widgets.refinement import RefinementWidget, option_fields
+from napari_mltomo.argv import build_parser, option_values, options_to_argv
 from napari_mltomo.cli import main
 from napari_mltomo.io import read_star, read_star_blocks, read_volume
 from napari_mltomo.io.run import RunWriter
-from napari_mltomo.options import OPTIONS, build_parser, default_values, option_values, options_to_argv
+from napari_mltomo.options import OPTIONS, default_values
 
 pytestmark = pytest.mark.gui
 

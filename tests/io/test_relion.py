@@ -197,16 +197,6 @@ def test_export_refuses_odd_boxes_and_particles_without_poses(ours: PosedParticl
     assert not (tmp_path / "odd.star").exists() and not (tmp_path / "bare.star").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-iteration, 2-class run of the tiny data set (box 16, a +-60 wedge); its root."""
-    root = tmp_path_factory.mktemp("run") / "r"
-    inputs = ["-i", str(tiny_data / "images.xmd"), "--missing", str(tiny_data / "wedges.xmd")]
-    options = ["--nref", "2", "--ang", "30", "--iter", "2", "--dim", "16", "--escape", "0", "--seed", "0"]
-    assert main([*inputs, "--oroot", str(root), *options, "--quiet"]) == 0
-    return root
-
-
 @pytest.mark.parametrize("layout", ["relion", "relion30"])
 def test_the_export_command_writes_the_runs_particles(tiny_run: Path, tmp_path: Path, layout: str) -> None:
     out = tmp_path / "exported.star"

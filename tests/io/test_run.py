@@ -355,7 +355,7 @@ def test_interrupted_write_leaves_no_partial_file(
 ) -> None:
     _write(tmp_path, run_states[1])
     before = snapshot(tmp_path)
-    original = volumes_module._write_mrc
+    original = volumes_module.write_mrc
     calls = []
 
     def fail_on_third(target: Path, volume: np.ndarray, pixel_size_A: float) -> None:
@@ -365,7 +365,7 @@ def test_interrupted_write_leaves_no_partial_file(
             raise OSError(28, "No space left on device")
         original(target, volume, pixel_size_A)
 
-    monkeypatch.setattr(volumes_module, "_write_mrc", fail_on_third)
+    monkeypatch.setattr(volumes_module, "write_mrc", fail_on_third)
     with pytest.raises(OSError, match="No space"):
         _write(tmp_path, run_states[1])
     after = snapshot(tmp_path)

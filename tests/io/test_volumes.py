@@ -332,7 +332,7 @@ def test_write_em_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         target.write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(volumes_module, "_write_em", write_half_then_fail)
+    monkeypatch.setattr(volumes_module, "write_em", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         write_volume(path, _volume(seed=2))
     np.testing.assert_array_equal(read_volume(path), _volume(seed=1))
@@ -346,7 +346,7 @@ def test_write_volume_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         target.write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(volumes_module, "_write_spider", write_half_then_fail)
+    monkeypatch.setattr(volumes_module, "write_spider", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         write_volume(path, _volume(seed=2))
     np.testing.assert_array_equal(read_volume(path), _volume(seed=1))

@@ -38,12 +38,13 @@ from napari_mltomo._widgets._common import report_errors
 from napari_mltomo._widgets.missing_viewer import MissingRegionViewer
 from napari_mltomo._widgets.paced import Paced
 from napari_mltomo._widgets.plots import CurvePlot
+from napari_mltomo.argv import command_line, option_values
 from napari_mltomo.core.params import ParameterError
 from napari_mltomo.core.refine import ChunkProgress, MLState
 from napari_mltomo.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io import read_missing_regions, write_missing_regions
 from napari_mltomo.io.run import RunPaths
-from napari_mltomo.options import GROUPS, OPTIONS, Option, command_line, option_values
+from napari_mltomo.options import GROUPS, OPTIONS, Option
 from napari_mltomo.runner import RunEnd, RunEvent, refine_events
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ class RefinementWidget(QWidget):
 
     def values(self) -> dict[str, Any]:
         """Option name -> value as the fields hold them, parsed as the command line parses them (a value
-        it would refuse raises its message as :class:`~napari_mltomo.options.UsageError`)."""
+        it would refuse raises its message as :class:`~napari_mltomo.argv.UsageError`)."""
         words = [word for option, field in self._option_items() for word in field_words(option, field)]
         parsed = option_values(words)
         return {option.name: parsed[option.name] for option in WIDGET_OPTIONS}

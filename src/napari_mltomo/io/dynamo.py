@@ -23,9 +23,9 @@ from numpy.typing import NDArray
 from napari_mltomo.core.missing import MissingRegion
 from napari_mltomo.io._atomic import atomic_path
 from napari_mltomo.io.conventions import dynamo_angles
-from napari_mltomo.io.interchange import PosedParticles
+from napari_mltomo.io.interchange import PosedParticles, even_box
 from napari_mltomo.io.table import ANGLE_LABELS, SHIFT_LABELS, MetaData, MetadataError
-from napari_mltomo.io.volumes import read_volume, volume_shape, write_volume
+from napari_mltomo.io.volumes import read_volume, write_volume
 
 __all__ = ["read_dynamo_table", "write_dynamo_table"]
 
@@ -76,9 +76,9 @@ def write_dynamo_table(
     images = particles.images
     if len(images) == 0:
         raise ValueError("no particles to write")
-    box = _even_box(str(images["image"][0]))
+    even_box(particles, target, "Dynamo")
     columns = _table_columns(particles)
-    written = [] if data_dir is None else _write_particles(images["image"], columns["tag"], box, data_dir)
+    written = [] if data_dir is None else _write_particles(images["image"], columns["tag"], data_dir)
     with atomic_path(target) as temporary:
         dynamotable.write(pd.DataFrame(columns), str(temporary))
     return [target, *written]
@@ -104,19 +104,6 @@ def _warn_if_asymmetric(region: MissingRegion, where: str) -> None:
             UserWarning,
             stacklevel=3,
         )
-
-
-def _even_box(image: str) -> int:
-    """The box size of the particles (of their first image), which must be an even cube."""
-    shape = volume_shape(image)
-    if len(set(shape)) != 1:
-        raise ValueError(f"{image}: particles must be cubes, got (z, y, x) = {shape}")
-    if shape[0] % 2:
-        raise ValueError(
-            f"{image}: the box has an odd size {shape[0]}; Dynamo's box centre (N/2 + 1, counted from 1) "
-            "is ours (N//2, counted from 0) only for even boxes"
-        )
-    return shape[0]
 
 
 def _table_columns(particles: PosedParticles) -> dict[str, NDArray[np.generic]]:
@@ -171,17 +158,14 @@ def _wedge_columns(
 
 
 def _write_particles(
-    images: NDArray[np.object_], tags: NDArray[np.int64], box: int, data_dir: str | os.PathLike[str]
+    images: NDArray[np.object_], tags: NDArray[np.int64], data_dir: str | os.PathLike[str]
 ) -> list[Path]:
     """Each image as ``particle_<tag>.em`` (float32) in `data_dir`."""
     folder = Path(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for image, tag in zip(images, tags, strict=True):
-        volume = read_volume(str(image))
-        if volume.shape != (box,) * 3:
-            raise ValueError(f"{image}: (z, y, x) = {volume.shape}, but the particles are {box}^3")
-        written.append(write_volume(folder / _PARTICLE_NAMES[0].format(tag), volume))
+        written.append(write_volume(folder / _PARTICLE_NAMES[0].format(tag), read_volume(str(image))))
     return written
 
 

@@ -11,9 +11,10 @@ from typing import Literal
 
 from napari_mltomo.core.missing import MissingRegion
 from napari_mltomo.io.metadata import read_images
-from napari_mltomo.io.table import MetaData
+from napari_mltomo.io.particles import particle_box
+from napari_mltomo.io.table import MetaData, MetadataError
 
-__all__ = ["PosedParticles", "TableFormat", "read_posed_particles", "table_format"]
+__all__ = ["PosedParticles", "TableFormat", "even_box", "read_posed_particles", "table_format"]
 
 TableFormat = Literal["xmipp", "relion", "dynamo"]
 
@@ -37,6 +38,27 @@ class PosedParticles:
     images: MetaData
     regions: tuple[MissingRegion, ...] = ()
     pixel_size_A: float | None = None
+
+
+def even_box(particles: PosedParticles, table: str | os.PathLike[str], program: str) -> int:
+    """The box size ``N`` of the particles, from their headers (:func:`~napari_mltomo.io.particle_box`: every
+    one a cube of one size), which must be even: the box centre of RELION and Dynamo is ours only then.
+
+    Raises
+    ------
+    MetadataError
+        Naming `table`, for particles that are not cubes of one size or an odd box.
+    FileNotFoundError
+        For a particle file that is missing.
+    """
+    box = particle_box(particles.images, table)
+    if box % 2:
+        raise MetadataError(
+            table,
+            f"the particles are {box}x{box}x{box} voxels, an odd size {box}; {program}'s box centre is ours "
+            "only for even boxes",
+        )
+    return box
 
 
 def table_format(path: str | os.PathLike[str]) -> TableFormat:

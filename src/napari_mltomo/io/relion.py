@@ -23,10 +23,10 @@ from napari_mltomo.core.missing import MissingRegion
 from napari_mltomo.core.views import region_mask_volume
 from napari_mltomo.io._atomic import atomic_path
 from napari_mltomo.io.conventions import relion_angles, wrap_degrees
-from napari_mltomo.io.interchange import PosedParticles
+from napari_mltomo.io.interchange import PosedParticles, even_box
 from napari_mltomo.io.metadata import read_missing_regions, write_missing_regions
 from napari_mltomo.io.table import ANGLE_LABELS, SHIFT_LABELS, MetaData, MetadataError
-from napari_mltomo.io.volumes import read_volume, volume_shape, write_volume
+from napari_mltomo.io.volumes import read_volume, write_volume
 
 __all__ = ["read_relion_star", "write_relion_star"]
 
@@ -307,7 +307,7 @@ def write_relion_star(
     angles, shifts = _poses(images)
     if not pixel_size or pixel_size <= 0:
         raise ValueError("the pixel size of the particles is unknown; RELION needs it")
-    box = _even_box(images)
+    box = even_box(particles, target, "RELION")
     names, converted = _mrc_images(target, images, pixel_size)
     region_rows = _region_rows(images, regions)
     wedges = _write_wedges(target, regions, box, pixel_size)
@@ -339,17 +339,6 @@ def _poses(images: MetaData) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     if angles is None or shifts is None or not (np.all(np.isfinite(angles)) and np.all(np.isfinite(shifts))):
         raise ValueError("every particle needs angleRot/Tilt/Psi and shiftX/Y/Z to be written for RELION")
     return angles, shifts
-
-
-def _even_box(images: MetaData) -> int:
-    """The particles' box size (from the headers); ValueError unless they are even cubes of one size."""
-    shapes = {volume_shape(str(name)) for name in images["image"]}
-    if len(shapes) != 1 or len(set(next(iter(shapes)))) != 1:
-        raise ValueError(f"the particles must be cubes of one size, got {sorted(shapes)}")
-    box = next(iter(shapes))[0]
-    if box % 2:
-        raise ValueError(f"the particles are {box}x{box}x{box} voxels; RELION needs an even box")
-    return box
 
 
 def _mrc_images(target: Path, images: MetaData, pixel_size: float) -> tuple[list[str], list[Path]]:
