@@ -325,28 +325,17 @@ def test_written_em_matches_the_format_notes(tmp_path: Path) -> None:
     assert path.read_bytes() == _em_bytes(data, 6, 5, "f4")  # PC byte order, float32
 
 
-def test_write_em_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_volume(tmp_path / "o.em", _volume(seed=1))
+@pytest.mark.parametrize(("name", "writer"), [("o.em", "write_em"), ("o.vol", "write_spider")])
+def test_write_volume_is_atomic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, writer: str
+) -> None:
+    path = write_volume(tmp_path / name, _volume(seed=1))
 
-    def write_half_then_fail(target: Path, volume: np.ndarray) -> None:
+    def write_half_then_fail(target: Path, *_: object) -> None:
         target.write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(volumes_module, "write_em", write_half_then_fail)
-    with pytest.raises(OSError, match="disk full"):
-        write_volume(path, _volume(seed=2))
-    np.testing.assert_array_equal(read_volume(path), _volume(seed=1))
-    assert list(tmp_path.iterdir()) == [path]
-
-
-def test_write_volume_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write_volume(tmp_path / "o.vol", _volume(seed=1))
-
-    def write_half_then_fail(target: Path, volume: np.ndarray, pixel_size_A: float) -> None:
-        target.write_bytes(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(volumes_module, "write_spider", write_half_then_fail)
+    monkeypatch.setattr(volumes_module, writer, write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         write_volume(path, _volume(seed=2))
     np.testing.assert_array_equal(read_volume(path), _volume(seed=1))
