@@ -30,6 +30,7 @@ from napari_mltomo import demo
 from napari_mltomo.argv import CommandParser, HelpExit, UsageError, parse_argv, stored_argv
 from napari_mltomo.core.params import ParameterError
 from napari_mltomo.core.refine import ChunkProgress, MLState
+from napari_mltomo.core.stages import refinement_iterations
 from napari_mltomo.export import EXPORT_FORMATS, export_run
 from napari_mltomo.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io import MetadataError, VolumeError, read_images
@@ -100,7 +101,8 @@ class _Progress:
     def __init__(self, inputs: RunInputs) -> None:
         self.quiet = inputs.quiet
         self.summary: str | None = _summary(inputs)
-        self.last = inputs.params.istart + inputs.params.max_iter - 1
+        params = inputs.params
+        self.last = params.istart + params.max_iter - 1 + refinement_iterations(params)
         self.started = time.perf_counter()
         self.bar: tqdm | None = None
 
@@ -148,8 +150,9 @@ class _Progress:
             fractions = " ".join(f"{value:.3f}" for value in state.fractions)
             converged = "  converged" if state.converged else ""
             escaped = f"  {state.escape_note}" if state.escape_note else ""
+            step = f"  step {state.stage.step_deg:g} deg" if state.stage is not None else ""
             self.say(
-                f"iteration {state.iteration}/{self.last}  LL {state.log_likelihood:.6g}  "
+                f"iteration {state.iteration}/{self.last}{step}  LL {state.log_likelihood:.6g}  "
                 f"pMax {state.mean_pmax:.3f}  sigma {state.sigma_noise:.4g}  "
                 f"fractions {fractions}  {elapsed:.1f} s{escaped}{converged}"
             )
@@ -168,7 +171,8 @@ def _summary(inputs: RunInputs) -> str:
     return (
         f"{len(inputs.images)} particles of {inputs.box_size}^3 (internal {inputs.size}^3), "
         f"{params.n_classes} classes from {start}, {len(inputs.regions)} missing region(s), "
-        f"iterations {params.istart}..{params.istart + params.max_iter - 1}, --ang {params.ang_deg:g}, "
+        f"iterations {params.istart}..{params.istart + params.max_iter - 1}, --ang {params.ang_deg:g}"
+        f"{'' if params.refine_to_deg is None else f' refined to {params.refine_to_deg:g}'}, "
         f"pixel {params.pixel_size_A:g} A, {where}, output {inputs.oroot}_*"
     )
 

@@ -98,7 +98,7 @@ _ESCAPE_HELP = (
     "For --nref starts: N annealed start-up steps at a 16-voxel box before iteration 1, which keep "
     "classes from locking onto noise, and after iterations 1 and 2 a check of every class, which splits a "
     "class that holds two proteins when two others hold one and re-poses particles split between two poses "
-    "related by a near-symmetry (0: both off). For 90 particles of a 32-voxel box the steps cost about 2 "
+    "related by a near-symmetry (0: both off). For 90 particles of a 32-voxel box the steps cost about 0.6 "
     "iterations, each check 10-20 s"
 )
 
@@ -343,6 +343,17 @@ OPTIONS: tuple[Option, ...] = (
         "coarse orientations that hold 0.999 of each particle's posterior (global searches only)",
         _OURS,
         field="adaptive",
+    ),
+    Option(
+        ("--refine_to",),
+        float,
+        None,
+        "After the --iter iterations at --ang, refine each particle's pose by local searches at half the "
+        "step, then half again, down to DEG, with references low-passed at their FSC = 0.5 resolution (2 "
+        "iterations a step; stops early when no class's resolution improves)",
+        _OURS,
+        "DEG",
+        field="refine_to_deg",
     ),
     Option(("--seed",), int, 0, "Seed of every random choice", _OURS, field="seed"),
     Option(

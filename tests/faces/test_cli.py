@@ -530,6 +530,32 @@ def test_restart_continues_as_an_uninterrupted_run(
         np.testing.assert_array_equal(continued[label], uninterrupted[label], err_msg=label)
 
 
+def test_refine_to_steps_down_says_the_step_and_restarts_within_a_step(
+    tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--refine_to: iterations at --ang, then local ones at half the step, numbered on; a restart from an
+    iteration of a finer step continues as the uninterrupted run did."""
+    options = ["--iter", "1", "--refine_to", "10", *(word for word in RUN_ARGS if word != "--quiet")]
+    full = tmp_path / "full" / "run"
+    assert main([*_inputs(tiny), "--oroot", str(full), *options]) == 0
+    said = [line.removeprefix("ml_tomo: ") for line in capsys.readouterr().err.splitlines()]
+    lines = [line for line in said if line.startswith("iteration")]
+    assert lines[0].startswith("iteration 1/5  step 40 deg")
+    assert lines[1].startswith("iteration 2/5  step 20 deg")
+    last = len(lines)
+    assert last >= 3 and Path(f"{full}_it{last:06d}_log.xmd").is_file()
+    restarted = tmp_path / "restarted" / "run"
+    log = f"{full}_it000002_log.xmd"
+    assert main([*_inputs(tiny), "--oroot", str(restarted), *options, "--quiet", "--restart", log]) == 0
+    assert (
+        sorted(path.name for path in restarted.parent.glob("run_it*_log.xmd"))[-1]
+        == f"run_it{last:06d}_log.xmd"
+    )
+    continued = _final_files(restarted)
+    for name, content in _final_files(full).items():
+        np.testing.assert_array_equal(continued[name], content, err_msg=name)
+
+
 def _final_files(root: Path) -> dict[str, object]:
     """The final copies of a run: maps by voxels, tables by bytes."""
     files: dict[str, object] = {}

@@ -41,6 +41,7 @@ from napari_mltomo._widgets.plots import CurvePlot
 from napari_mltomo.argv import command_line, option_values
 from napari_mltomo.core.params import ParameterError
 from napari_mltomo.core.refine import ChunkProgress, MLState
+from napari_mltomo.core.stages import refinement_iterations
 from napari_mltomo.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io import read_missing_regions, write_missing_regions
 from napari_mltomo.io.run import RunPaths
@@ -259,7 +260,8 @@ class RefinementWidget(QWidget):
         self.inputs = inputs
         params = inputs.params
         self.status.setText(f"starting: {len(inputs.images)} particles, {params.n_classes} classes")
-        self._bars["iterations"] = progress(total=params.max_iter, desc="ml_tomo iterations")
+        total = params.max_iter + refinement_iterations(params)
+        self._bars["iterations"] = progress(total=total, desc="ml_tomo iterations")
         self._prepare_layers(inputs)
         self._paced.add(self._run)
 
@@ -329,8 +331,10 @@ class RefinementWidget(QWidget):
             return
         self.history.append(state)
         escaped = f"; {state.escape_note}" if state.escape_note else ""
+        step = f" (step {state.stage.step_deg:g} deg)" if state.stage is not None else ""
         self.status.setText(
-            f"iteration {state.iteration}: LL {state.log_likelihood:.6g}, pMax {state.mean_pmax:.3f}{escaped}"
+            f"iteration {state.iteration}{step}: LL {state.log_likelihood:.6g}, pMax {state.mean_pmax:.3f}"
+            f"{escaped}"
         )
         self._paced.add(functools.partial(self._plot_history, inputs))
         self._bars["iterations"].update(1)  # last: napari's progress bar processes pending events

@@ -55,11 +55,13 @@ def iterate(
     temperature: float = 1.0,
     *,
     exact: bool = True,
+    coarsening: float = 1.0,
 ) -> MLState:
     """One EM iteration (``stage`` names it in progress reports); ``temperature > 1`` flattens the
     posteriors (likelihoods to the power ``1/T``). ``exact=False`` is the start-up's reference update
-    (see :func:`maximise`)."""
-    grid, search = iteration_search(data, params, setup, focused_references(state, setup), iteration)
+    (see :func:`maximise`); a global search scores a grid of ``coarsening`` times the angular steps."""
+    references = focused_references(state, setup)
+    grid, search = iteration_search(data, params, setup, references, iteration, coarsening)
     log_prior, shift_sq = translation_log_prior(
         setup.size,
         0.0 if params.dont_align else state.sigma_offset_px,

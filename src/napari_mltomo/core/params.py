@@ -37,6 +37,7 @@ class MLParams:
     tiltf_deg: float = 180.0
     small_angle: bool = True
     ang_search_deg: float = -1.0
+    refine_to_deg: float | None = None
     limit_psi: bool = True
     dont_rotate: bool = False
     dont_align: bool = False
@@ -92,6 +93,17 @@ class MLParams:
                 self.ang_search_deg >= self.ang_deg,
                 "--ang_search",
                 f"must be at least --ang ({self.ang_deg}), the grid spacing, got {self.ang_search_deg}",
+            )
+        if self.refine_to_deg is not None:
+            _require(
+                0.0 < self.refine_to_deg < self.ang_deg,
+                "--refine_to",
+                f"must be above 0 and below --ang ({self.ang_deg:g}), got {self.refine_to_deg:g}",
+            )
+            _require(
+                not (self.dont_rotate or self.dont_align or self.only_average),
+                "--refine_to",
+                "needs an orientation search: not with --dont_rotate, --dont_align or --only_average",
             )
         if self.adaptive:
             _require(

@@ -9,6 +9,7 @@ one dask task per chunk of particles whose statistics are added up.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from .chunks import ChunkExecutor, ChunkProgress, ConstantParticles, Dispatch, N
 from .iteration import iterate
 from .params import MLParams, ParameterError
 from .setup import check_start, internal_size, make_setup
+from .stages import best_poses, next_stage, stage_inputs
 from .startup import annealed_startup, only_average, prepare_references, starting_state
 from .state import MLState, StartModel, SubtomogramSet
 from .traps import ESCAPE_CHECKS, escape_traps
@@ -92,12 +94,20 @@ def iter_refine(
     state = starting_state(data, params, setup, start, dispatch)
     yield state
     last = params.max_iter + params.istart - 1
-    while state.iteration < last and not state.converged:
+    poses = None if start is None else start.poses_deg
+    stage = next_stage(params, state, last)
+    while stage is not None:
         iteration = state.iteration + 1
-        state = iterate(data, params, setup, state, iteration, dispatch, f"iteration {iteration}")
+        poses = best_poses(state) if state.stats is not None else poses
+        stage_data, stage_params = stage_inputs(data, params, stage, poses)
+        label = f"iteration {iteration}" + ("" if stage_params is params else f" at {stage.step_deg:g} deg")
+        state = iterate(stage_data, stage_params, setup, state, iteration, dispatch, label)
         if checking and iteration < min(last, params.istart + ESCAPE_CHECKS):
             state = escape_traps(data, params, setup, state, dispatch)
+        if params.refine_to_deg is not None:
+            state = replace(state, stage=stage)
         yield state
+        stage = next_stage(params, state, last)
 
 
 def _check_metadata_poses(data: SubtomogramSet, params: MLParams) -> None:

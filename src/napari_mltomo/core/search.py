@@ -240,11 +240,17 @@ def focused_references(state: MLState, setup: Setup) -> NDArray[np.float64]:
 
 
 def iteration_search(
-    data: SubtomogramSet, params: MLParams, setup: Setup, references: NDArray[np.float64], iteration: int
+    data: SubtomogramSet,
+    params: MLParams,
+    setup: Setup,
+    references: NDArray[np.float64],
+    iteration: int,
+    coarsening: float = 1.0,
 ) -> tuple[OrientationGrid, Search]:
-    """This iteration's orientations: a bank of the whole grid, or an adaptive or restricted search."""
+    """This iteration's orientations: a bank of the whole grid (at ``coarsening`` times the angular
+    steps), or an adaptive or restricted search."""
     if params.global_search and not params.adaptive:
-        grid, _ = grids(params, iteration)
+        grid, _ = grids(params, iteration, coarsening)
         return grid, ReferenceBank(references, grid.matrices, setup.masks)
     group = params.symmetry_group
     if params.global_search:

@@ -24,7 +24,7 @@ from .geometry import (
 )
 from .iteration import iterate, maximise, regularised
 from .mstep import class_fsc, full_grid_sum, resolution_filter, smooth_by_rotation, thresholded_average
-from .params import MLParams, ParameterError
+from .params import ADAPTIVE_MAX_ANG, MLParams, ParameterError
 from .sampling import OrientationGrid, random_orientations
 from .setup import Setup, make_setup, metadata_shifts, observed_particles, seeded_rng, uses_metadata_poses
 from .state import MLState, StartModel, SubtomogramSet
@@ -114,6 +114,7 @@ def _restored_state(start: StartModel, scale: float) -> MLState:
         sigma_offset_px=start.sigma_offset_px,
         scale=scale,
         converged=start.converged,
+        stage=start.stage,
     )
 
 
@@ -121,6 +122,11 @@ def _restored_state(start: StartModel, scale: float) -> MLState:
 #: the first step (tuned at this box: about half the particles' posterior mass off their best pose).
 STARTUP_SIZE = 16
 STARTUP_TEMPERATURE = 30.0
+#: Steps at least this hot search a grid of twice the angular steps (an eighth of the orientations; when
+#: ``--ang`` is at most ``ADAPTIVE_MAX_ANG``, which that grid needs): their posteriors are wider than its
+#: spacing. On 90 particles of 32^3 in 3 classes at ``--ang 20`` this took the start-up from 1.56 to 0.63
+#: iterations.
+STARTUP_COARSE_TEMPERATURE = 4.0
 
 
 def annealed_startup(
@@ -147,7 +153,11 @@ def annealed_startup(
     for step in range(1, steps + 1):
         temperature = STARTUP_TEMPERATURE ** ((steps - step) / max(steps - 1, 1))
         stage = f"start-up step {step}"
-        state = iterate(data, low, low_setup, state, step, dispatch, stage, temperature, exact=False)
+        doubled = temperature >= STARTUP_COARSE_TEMPERATURE and low.ang_deg <= ADAPTIVE_MAX_ANG
+        coarse = 2.0 if doubled else 1.0
+        state = iterate(
+            data, low, low_setup, state, step, dispatch, stage, temperature, exact=False, coarsening=coarse
+        )
         yield replace(state, startup_step=step, temperature=temperature)
     ratio = setup.scale / low_setup.scale
     return StartModel(

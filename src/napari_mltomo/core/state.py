@@ -13,7 +13,7 @@ from .params import ParameterError
 from .sampling import OrientationGrid
 from .stats import SufficientStats
 
-__all__ = ["MLState", "StartModel", "SubtomogramSet"]
+__all__ = ["MLState", "SearchStage", "StartModel", "SubtomogramSet"]
 
 
 @dataclass(frozen=True)
@@ -72,12 +72,25 @@ class SubtomogramSet:
 
 
 @dataclass(frozen=True)
+class SearchStage:
+    """The search that made a state (``--refine_to``): its angular step, which iteration at that step it
+    was (from 1), and the per-class resolution shells before the step began (at the end of the previous
+    step), by which the step is judged."""
+
+    step_deg: float
+    iteration: int = 1
+    start_resolution: NDArray[np.intp] | None = None
+
+
+@dataclass(frozen=True)
 class StartModel:
     """A model to start from or continue: references at the internal size and scalar parameters.
 
     ``exact`` marks the exact model of a finished iteration (a restart point): it is taken as it is, not
     symmetrised, normalised or regularised again, so the run continues bit for bit. ``converged`` says that
-    iteration had converged: the run ends with it.
+    iteration had converged: the run ends with it (or goes on to a finer step with ``--refine_to``).
+    ``stage`` is the search that made it and ``poses_deg`` the particles' best orientations, ``(n, 3)``,
+    around which a finer step searches.
     """
 
     references: NDArray[np.float64]
@@ -87,6 +100,8 @@ class StartModel:
     iteration: int = 0
     exact: bool = False
     converged: bool = False
+    stage: SearchStage | None = None
+    poses_deg: NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +113,8 @@ class MLState:
     their posteriors; they are progress reports, not iterations of the run. ``escaped_classes`` are the
     classes whose references the trap escape replaced after this iteration's M-step; ``regrouped`` is
     ``(split, spare, kept)`` when it split class ``split`` into itself and ``spare``, whose particles
-    go to ``kept`` (``spare`` itself when it was too small to check).
+    go to ``kept`` (``spare`` itself when it was too small to check). ``stage`` is the search of a run
+    with ``--refine_to`` that made the state.
     """
 
     iteration: int
@@ -118,6 +134,7 @@ class MLState:
     escaped_classes: tuple[int, ...] = ()
     regrouped: tuple[int, int, int] | None = None
     converged: bool = False
+    stage: SearchStage | None = None
 
     @property
     def n_classes(self) -> int:

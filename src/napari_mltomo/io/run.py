@@ -44,6 +44,8 @@ from numpy.typing import NDArray
 
 from napari_mltomo.core.fourier import centred_coverage, fourier_rescale
 from napari_mltomo.core.refine import MLState, StartModel
+from napari_mltomo.core.stages import best_poses
+from napari_mltomo.core.state import SearchStage
 from napari_mltomo.io._atomic import atomic_path, temporary_target
 from napari_mltomo.io.metadata import MetaData, MetadataError, read_star, write_star
 from napari_mltomo.io.run_paths import RunPaths
@@ -320,6 +322,14 @@ def _write_final_tables(paths: RunPaths, particles: MetaData, classes: MetaData)
 
 def _write_model(path: Path, state: MLState) -> Path:
     """``<root>_itNNNNNN_model.npz``: what :func:`read_restart` needs to continue from `state` exactly."""
+    stage = {}
+    if state.stage is not None:  # --refine_to: the search that made it, and the poses a finer one starts from
+        stage = {"step_deg": state.stage.step_deg, "stage_iteration": state.stage.iteration}
+        if state.stage.start_resolution is not None:
+            stage["start_resolution"] = state.stage.start_resolution
+        poses = best_poses(state)
+        if poses is not None:
+            stage["poses_deg"] = poses
     with atomic_path(path) as temporary, temporary.open("wb") as file:
         np.savez(
             file,
@@ -328,6 +338,7 @@ def _write_model(path: Path, state: MLState) -> Path:
             sigma_noise=state.sigma_noise,
             sigma_offset_px=state.sigma_offset_px,
             converged=state.converged,
+            **stage,
         )
     return path
 
@@ -440,6 +451,10 @@ def _read_model(path: Path, iteration: int) -> StartModel:
     """The exact model of :func:`_write_model`."""
     try:
         with np.load(path, allow_pickle=False) as saved:
+            stage = None
+            if "step_deg" in saved:
+                resolution = saved.get("start_resolution")
+                stage = SearchStage(float(saved["step_deg"]), int(saved["stage_iteration"]), resolution)
             return StartModel(
                 references=saved["references"],
                 fractions=saved["fractions"],
@@ -448,6 +463,8 @@ def _read_model(path: Path, iteration: int) -> StartModel:
                 iteration=iteration,
                 exact=True,
                 converged=bool(saved["converged"]),
+                stage=stage,
+                poses_deg=saved.get("poses_deg"),
             )
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise MetadataError(path, f"not an ml_tomo model file ({error})") from None
