@@ -98,7 +98,7 @@ _ESCAPE_HELP = (
     "For --nref starts: N annealed start-up steps at a 16-voxel box before iteration 1, which keep "
     "classes from locking onto noise, and after iterations 1 and 2 a check of every class, which splits a "
     "class that holds two proteins when two others hold one and re-poses particles split between two poses "
-    "related by a near-symmetry (0: both off). For 90 particles of a 32-voxel box the steps cost about 0.6 "
+    "related by a near-symmetry (0: both off). For 90 particles of a 32-voxel box the steps cost about 0.8 "
     "iterations, each check 10-20 s"
 )
 

@@ -122,11 +122,11 @@ def _restored_state(start: StartModel, scale: float) -> MLState:
 #: the first step (tuned at this box: about half the particles' posterior mass off their best pose).
 STARTUP_SIZE = 16
 STARTUP_TEMPERATURE = 30.0
-#: Steps at least this hot search a grid of twice the angular steps (an eighth of the orientations; when
-#: ``--ang`` is at most ``ADAPTIVE_MAX_ANG``, which that grid needs): their posteriors are wider than its
-#: spacing. On 90 particles of 32^3 in 3 classes at ``--ang 20`` this took the start-up from 1.56 to 0.63
-#: iterations.
-STARTUP_COARSE_TEMPERATURE = 4.0
+#: Steps at least this hot (the first two of five) search a grid of twice the angular steps (an eighth of
+#: the orientations; when ``--ang`` is at most ``ADAPTIVE_MAX_ANG``, which that grid needs): their
+#: posteriors are wider than its spacing. Making the third step (temperature 5.5) coarse as well saved
+#: more time but left the demo's poses worse (docs/engine.md).
+STARTUP_COARSE_TEMPERATURE = 10.0
 
 
 def annealed_startup(
