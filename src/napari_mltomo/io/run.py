@@ -33,7 +33,6 @@ import functools
 import os
 import re
 import shutil
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +43,9 @@ from numpy.typing import NDArray
 
 from napari_mltomo.core.fourier import centred_coverage, fourier_rescale
 from napari_mltomo.core.refine import MLState, StartModel
-from napari_mltomo.core.stages import best_poses
-from napari_mltomo.core.state import SearchStage
 from napari_mltomo.io._atomic import atomic_path, temporary_target
 from napari_mltomo.io.metadata import MetaData, MetadataError, read_star, write_star
+from napari_mltomo.io.run_model import read_model, write_model
 from napari_mltomo.io.run_paths import RunPaths
 from napari_mltomo.io.volumes import read_volume, write_volume
 
@@ -146,7 +144,7 @@ class RunWriter:
         written.append(write_star(references, {"classes": classes}))
         doc = paths.particles(it)
         written.append(write_star(doc, _relative_images(self._particles(state), doc)))
-        written.append(_write_model(paths.model(it), state))
+        written.append(write_model(paths.model(it), state))
         written.append(
             write_star(paths.log(it), _log_table(state, doc, references), self.command_line, row_format=True)
         )
@@ -320,29 +318,6 @@ def _write_final_tables(paths: RunPaths, particles: MetaData, classes: MetaData)
     return [write_star(paths.particles(), particles), write_star(paths.classes(), blocks)]
 
 
-def _write_model(path: Path, state: MLState) -> Path:
-    """``<root>_itNNNNNN_model.npz``: what :func:`read_restart` needs to continue from `state` exactly."""
-    stage = {}
-    if state.stage is not None:  # --refine_to: the search that made it, and the poses a finer one starts from
-        stage = {"step_deg": state.stage.step_deg, "stage_iteration": state.stage.iteration}
-        if state.stage.start_resolution is not None:
-            stage["start_resolution"] = state.stage.start_resolution
-        poses = best_poses(state)
-        if poses is not None:
-            stage["poses_deg"] = poses
-    with atomic_path(path) as temporary, temporary.open("wb") as file:
-        np.savez(
-            file,
-            references=state.references,
-            fractions=state.fractions,
-            sigma_noise=state.sigma_noise,
-            sigma_offset_px=state.sigma_offset_px,
-            converged=state.converged,
-            **stage,
-        )
-    return path
-
-
 def _copied(source: Path, target: Path) -> Path:
     with atomic_path(target) as temporary:
         shutil.copyfile(source, temporary)
@@ -427,7 +402,7 @@ def read_restart(log_path: str | os.PathLike[str]) -> RestartPoint:
     iteration = int(log["iterationNumber"][0])
     exact = RunPaths.of(log_path).model(iteration)
     if exact.is_file():
-        return RestartPoint(_read_model(exact, iteration), iteration, read_command_line(log_path))
+        return RestartPoint(read_model(exact, iteration), iteration, read_command_line(log_path))
     size = int(log["xSize"][0])
     table_path = beside(str(log["referenceMetaData"][0]), log_path)
     classes = read_star(table_path, "classes")
@@ -445,29 +420,6 @@ def read_restart(log_path: str | os.PathLike[str]) -> RestartPoint:
         iteration=iteration,
     )
     return RestartPoint(model, iteration, read_command_line(log_path))
-
-
-def _read_model(path: Path, iteration: int) -> StartModel:
-    """The exact model of :func:`_write_model`."""
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            stage = None
-            if "step_deg" in saved:
-                resolution = saved.get("start_resolution")
-                stage = SearchStage(float(saved["step_deg"]), int(saved["stage_iteration"]), resolution)
-            return StartModel(
-                references=saved["references"],
-                fractions=saved["fractions"],
-                sigma_noise=float(saved["sigma_noise"]),
-                sigma_offset_px=float(saved["sigma_offset_px"]),
-                iteration=iteration,
-                exact=True,
-                converged=bool(saved["converged"]),
-                stage=stage,
-                poses_deg=saved.get("poses_deg"),
-            )
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise MetadataError(path, f"not an ml_tomo model file ({error})") from None
 
 
 def remove_temporaries(root: str | os.PathLike[str]) -> list[Path]:
