@@ -30,7 +30,7 @@ from napari_mltomo import demo
 from napari_mltomo.argv import CommandParser, HelpExit, UsageError, parse_argv, stored_argv
 from napari_mltomo.core.params import ParameterError
 from napari_mltomo.core.refine import ChunkProgress, MLState
-from napari_mltomo.core.stages import refinement_iterations
+from napari_mltomo.core.stages import last_iteration
 from napari_mltomo.export import EXPORT_FORMATS, export_run
 from napari_mltomo.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io import MetadataError, VolumeError, read_images
@@ -102,7 +102,7 @@ class _Progress:
         self.quiet = inputs.quiet
         self.summary: str | None = _summary(inputs)
         params = inputs.params
-        self.last = params.istart + params.max_iter - 1 + refinement_iterations(params)
+        self.last = last_iteration(params)
         self.started = time.perf_counter()
         self.bar: tqdm | None = None
 

@@ -26,7 +26,7 @@ from napari_mltomo.core.refine import (
     internal_size,
     prepare_references,
 )
-from napari_mltomo.core.stages import refinement_iterations
+from napari_mltomo.core.stages import last_iteration
 from napari_mltomo.io import (
     ANGLE_LABELS,
     SHIFT_LABELS,
@@ -135,7 +135,7 @@ class RunInputs:
                 check_start(point.model, params, self.size)
             except ParameterError as error:
                 raise ParameterError(f"--restart {self.restart}: {error}") from None
-            last = params.istart + params.max_iter - 1 + refinement_iterations(params)
+            last = last_iteration(params)
             if point.iteration > last:
                 raise ParameterError(
                     f"--restart is at iteration {point.iteration}, past the last one ({last}); raise --iter"

@@ -41,7 +41,7 @@ from napari_mltomo._widgets.plots import CurvePlot
 from napari_mltomo.argv import command_line, option_values
 from napari_mltomo.core.params import ParameterError
 from napari_mltomo.core.refine import ChunkProgress, MLState
-from napari_mltomo.core.stages import refinement_iterations
+from napari_mltomo.core.stages import last_iteration
 from napari_mltomo.inputs import RunInputs, error_text, read_inputs
 from napari_mltomo.io import read_missing_regions, write_missing_regions
 from napari_mltomo.io.run import RunPaths
@@ -260,7 +260,7 @@ class RefinementWidget(QWidget):
         self.inputs = inputs
         params = inputs.params
         self.status.setText(f"starting: {len(inputs.images)} particles, {params.n_classes} classes")
-        total = params.max_iter + refinement_iterations(params)
+        total = last_iteration(params) - params.istart + 1
         self._bars["iterations"] = progress(total=total, desc="ml_tomo iterations")
         self._prepare_layers(inputs)
         self._paced.add(self._run)

@@ -19,6 +19,7 @@ __all__ = [
     "STAGE_ITERATIONS",
     "STAGE_REACH",
     "best_poses",
+    "last_iteration",
     "next_stage",
     "refinement_iterations",
     "stage_inputs",
@@ -63,6 +64,11 @@ def refinement_iterations(params: MLParams) -> int:
     while step > params.refine_to_deg:
         step, steps = _finer(step, params.refine_to_deg), steps + 1
     return STAGE_ITERATIONS * steps
+
+
+def last_iteration(params: MLParams) -> int:
+    """The number of the last iteration a run may reach: ``--iter`` from ``--istart``, and the finer steps."""
+    return params.istart + params.max_iter - 1 + refinement_iterations(params)
 
 
 def _finer(step_deg: float, floor_deg: float) -> float:
