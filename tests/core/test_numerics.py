@@ -11,6 +11,7 @@ from napari_mltomo.core.estep_inputs import translation_log_prior
 from napari_mltomo.core.fourier import (
     fourier_rescale,
     fsc,
+    fsc_crossing,
     half_grid_weights,
     parseval_norms,
     resolution_from_fsc,
@@ -156,6 +157,9 @@ def test_fsc_of_identical_maps_is_one_and_of_independent_noise_is_small() -> Non
     assert np.abs(fsc(a, b, 32)[3:]).max() < 0.3
     assert resolution_from_fsc(np.array([1.0, 0.9, 0.8, 0.6, 0.4, 0.7])) == 3
     assert resolution_from_fsc(np.array([1.0, 0.2, 0.1])) == 1
+    assert fsc_crossing(np.array([1.0, 0.9, 0.8, 0.6, 0.4, 0.7])) == pytest.approx(3.5)
+    assert fsc_crossing(np.array([1.0, 0.9, 0.8])) == 2.0  # never below 0.5
+    assert fsc_crossing(np.array([0.0, 0.0, 0.0])) == 0.0  # nothing correlates
 
 
 def _blobs(centres: np.ndarray, size: int) -> np.ndarray:

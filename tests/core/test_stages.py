@@ -20,7 +20,11 @@ from napari_mltomo.core.synthetic import make_dataset, orientation_errors_deg
 PARAMS = MLParams(n_classes=2, max_iter=3, ang_deg=20.0, refine_to_deg=5.0)
 
 
-def _state(iteration: int, stage: SearchStage | None, shells: list[int], converged: bool = False) -> MLState:
+def _state(
+    iteration: int, stage: SearchStage | None, crossings: list[float], converged: bool = False
+) -> MLState:
+    """A state whose classes' FSC falls linearly through 0.5 at the given shells."""
+    curves = 1.0 - 0.5 * np.arange(9) / np.array(crossings)[:, None]
     return MLState(
         iteration=iteration,
         references=np.zeros((2, 4, 4, 4)),
@@ -28,7 +32,7 @@ def _state(iteration: int, stage: SearchStage | None, shells: list[int], converg
         sigma_noise=1.0,
         sigma_offset_px=1.0,
         scale=1.0,
-        resolution_shell=np.array(shells),
+        fsc=curves,
         stage=stage,
         converged=converged,
     )
@@ -45,6 +49,8 @@ def test_the_steps_halve_after_the_last_iteration_at_ang_two_iterations_each_dow
     assert (finer.step_deg, finer.iteration) == (5.0, 1)
     last = replace(finer, iteration=2)
     assert next_stage(PARAMS, _state(7, last, [6, 7]), 3) is None  # at --refine_to
+    within_a_shell = replace(second, start_resolution=np.array([5.0, 6.0]))
+    assert next_stage(PARAMS, _state(5, within_a_shell, [5.0, 6.3]), 3).step_deg == 5.0
     assert refinement_iterations(PARAMS) == 4
     assert refinement_iterations(replace(PARAMS, refine_to_deg=7.0)) == 4  # 20, 10, then 7
     assert refinement_iterations(replace(PARAMS, refine_to_deg=None)) == 0

@@ -16,6 +16,7 @@ __all__ = [
     "centred_coverage",
     "fourier_rescale",
     "fsc",
+    "fsc_crossing",
     "half_grid_weights",
     "parseval_norms",
     "resolution_from_fsc",
@@ -200,12 +201,20 @@ def fsc(
     return np.nan_to_num(curve)
 
 
-def resolution_from_fsc(curve: NDArray[np.float64]) -> int:
-    """Last shell before the FSC first drops below 0.5 (at least 1), as a shell number."""
+def fsc_crossing(curve: NDArray[np.float64]) -> float:
+    """Where the FSC first drops below 0.5 beyond shell 0, in shells, interpolated linearly between the
+    shells on either side (the last shell if it never does)."""
     below = np.nonzero(curve[1:] < 0.5)[0]
     if below.size == 0:
-        return len(curve) - 1
-    return max(1, int(below[0]))
+        return float(len(curve) - 1)
+    shell = int(below[0]) + 1
+    inside, outside = curve[shell - 1], curve[shell]
+    return shell - 1 + (float((inside - 0.5) / (inside - outside)) if inside > 0.5 else 0.0)
+
+
+def resolution_from_fsc(curve: NDArray[np.float64]) -> int:
+    """Last shell before the FSC first drops below 0.5 (at least 1), as a shell number."""
+    return max(1, int(fsc_crossing(curve)))
 
 
 def centred_coverage(half: NDArray[np.float64], box_size: int) -> NDArray[np.float32]:

@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 from numpy.typing import NDArray
 
+from .fourier import fsc_crossing
 from .params import MLParams
 from .state import MLState, SearchStage, SubtomogramSet
 
@@ -38,22 +39,31 @@ def next_stage(params: MLParams, state: MLState, last: int) -> SearchStage | Non
 
     The search at ``--ang`` runs until iteration `last` or convergence. With ``--refine_to`` each finer
     step (half the previous, not below ``--refine_to``) then runs ``STAGE_ITERATIONS`` iterations (fewer
-    if they converge), and the next step follows only if some class's resolution improved over the step.
+    if they converge), and the next step follows only if some class's FSC = 0.5 crossing moved out over
+    the step.
     """
     stage = state.stage or SearchStage(params.ang_deg, state.iteration - params.istart + 1)
     if stage.step_deg == params.ang_deg:
         if state.iteration < last and not state.converged:
             return SearchStage(params.ang_deg, stage.iteration + 1)
-        if params.refine_to_deg is None or state.resolution_shell is None:
+        if params.refine_to_deg is None or state.fsc is None:
             return None
-        return SearchStage(_finer(params.ang_deg, params.refine_to_deg), 1, state.resolution_shell)
+        return SearchStage(_finer(params.ang_deg, params.refine_to_deg), 1, _resolutions(state))
     if stage.iteration < STAGE_ITERATIONS and not state.converged:
         return replace(stage, iteration=stage.iteration + 1)
-    assert params.refine_to_deg is not None and state.resolution_shell is not None
-    improved = stage.start_resolution is None or np.any(state.resolution_shell > stage.start_resolution)
+    assert params.refine_to_deg is not None
+    resolutions = _resolutions(state)
+    improved = stage.start_resolution is None or np.any(resolutions > stage.start_resolution)
     if stage.step_deg <= params.refine_to_deg or not improved:
         return None
-    return SearchStage(_finer(stage.step_deg, params.refine_to_deg), 1, state.resolution_shell)
+    return SearchStage(_finer(stage.step_deg, params.refine_to_deg), 1, resolutions)
+
+
+def _resolutions(state: MLState) -> NDArray[np.float64]:
+    """Each class's FSC = 0.5 crossing in (fractional) shells: a step that moves it by less than a shell
+    still counts as an improvement."""
+    assert state.fsc is not None
+    return np.array([fsc_crossing(curve) for curve in state.fsc])
 
 
 def refinement_iterations(params: MLParams) -> int:

@@ -74,12 +74,12 @@ class SubtomogramSet:
 @dataclass(frozen=True)
 class SearchStage:
     """The search that made a state (``--refine_to``): its angular step, which iteration at that step it
-    was (from 1), and the per-class resolution shells before the step began (at the end of the previous
-    step), by which the step is judged."""
+    was (from 1), and each class's FSC = 0.5 crossing (in fractional shells) before the step began (at the
+    end of the previous step), by which the step is judged."""
 
     step_deg: float
     iteration: int = 1
-    start_resolution: NDArray[np.intp] | None = None
+    start_resolution: NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True)
