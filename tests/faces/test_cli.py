@@ -544,16 +544,17 @@ def test_refine_to_steps_down_says_the_step_and_restarts_within_a_step(
     assert lines[1].startswith("iteration 2/5  step 20 deg")
     last = len(lines)
     assert last >= 3 and Path(f"{full}_it{last:06d}_log.xmd").is_file()
-    restarted = tmp_path / "restarted" / "run"
-    log = f"{full}_it000002_log.xmd"
-    assert main([*_inputs(tiny), "--oroot", str(restarted), *options, "--quiet", "--restart", log]) == 0
-    assert (
-        sorted(path.name for path in restarted.parent.glob("run_it*_log.xmd"))[-1]
-        == f"run_it{last:06d}_log.xmd"
-    )
-    continued = _final_files(restarted)
-    for name, content in _final_files(full).items():
-        np.testing.assert_array_equal(continued[name], content, err_msg=name)
+    for iteration in (1, 2, 3):  # the hand-over to 20 deg, within the step, and the hand-over to 10 deg
+        restarted = tmp_path / f"restarted{iteration}" / "run"
+        log = f"{full}_it{iteration:06d}_log.xmd"
+        assert main([*_inputs(tiny), "--oroot", str(restarted), *options, "--quiet", "--restart", log]) == 0
+        assert (
+            sorted(path.name for path in restarted.parent.glob("run_it*_log.xmd"))[-1]
+            == f"run_it{last:06d}_log.xmd"
+        )
+        continued = _final_files(restarted)
+        for name, content in _final_files(full).items():
+            np.testing.assert_array_equal(continued[name], content, err_msg=f"{name}, restart at {iteration}")
 
 
 def _final_files(root: Path) -> dict[str, object]:

@@ -115,6 +115,7 @@ def _restored_state(start: StartModel, scale: float) -> MLState:
         scale=scale,
         converged=start.converged,
         stage=start.stage,
+        fsc=start.fsc,
     )
 
 

@@ -90,7 +90,7 @@ class StartModel:
     symmetrised, normalised or regularised again, so the run continues bit for bit. ``converged`` says that
     iteration had converged: the run ends with it (or goes on to a finer step with ``--refine_to``).
     ``stage`` is the search that made it and ``poses_deg`` the particles' best orientations, ``(n, 3)``,
-    around which a finer step searches.
+    around which a finer step searches, judged against ``fsc``, the model's per-class FSC curves.
     """
 
     references: NDArray[np.float64]
@@ -102,6 +102,7 @@ class StartModel:
     converged: bool = False
     stage: SearchStage | None = None
     poses_deg: NDArray[np.float64] | None = None
+    fsc: NDArray[np.float64] | None = None
 
 
 @dataclass(frozen=True)

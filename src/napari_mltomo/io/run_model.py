@@ -22,6 +22,8 @@ def write_model(path: Path, state: MLState) -> Path:
     stage = {}
     if state.stage is not None:  # --refine_to: the search that made it, and the poses a finer one starts from
         stage = {"step_deg": state.stage.step_deg, "stage_iteration": state.stage.iteration}
+        if state.fsc is not None:  # by which the step that follows is judged
+            stage["fsc"] = state.fsc
         if state.stage.start_resolution is not None:
             stage["start_resolution"] = state.stage.start_resolution
         poses = best_poses(state)
@@ -58,6 +60,7 @@ def read_model(path: Path, iteration: int) -> StartModel:
                 converged=bool(saved["converged"]),
                 stage=stage,
                 poses_deg=saved.get("poses_deg"),
+                fsc=saved.get("fsc"),
             )
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise MetadataError(path, f"not an ml_tomo model file ({error})") from None
