@@ -1,5 +1,6 @@
-"""Checks for approximate-symmetry traps after the first iterations: regroup classes (``core.regroup``) and
-re-pose particles turned by a class's near-symmetry (``core.rigid``, ``core.escape``)."""
+"""Checks for approximate-symmetry traps after the first iterations: regroup classes (``core.regroup``),
+re-pose a class whose particles scatter over its look-alike rotations (``core.synchronise``), and re-pose
+particles turned by a class's near-symmetry (``core.rigid``, ``core.escape``)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,20 @@ from dataclasses import dataclass, replace
 from itertools import combinations
 
 import numpy as np
+import scipy.fft as sfft
 from numpy.typing import NDArray
 
 from .chunks import Dispatch, map_chunks
 from .escape import SPLIT_BAND, AlignedClass, fourier_band, signal_weights, turned_proposal
+from .fourier import AXES3
+from .geometry import zero_outside_sphere
 from .params import MLParams
 from .regroup import ClassSample, merge_loss, split_gain, split_groups
 from .rigid import RigidMove, near_symmetry, superposition
 from .setup import Setup, seeded_rng
 from .startup import spread_particles, weighted_average
 from .state import MLState, SubtomogramSet
+from .synchronise import SYNC_SAMPLE, synchronised_corrections
 
 __all__ = ["ESCAPE_CHECKS", "ESCAPE_MIN_PARTICLES", "ESCAPE_SAMPLE", "escape_traps"]
 
@@ -36,7 +41,8 @@ def escape_traps(
     data: SubtomogramSet, params: MLParams, setup: Setup, state: MLState, dispatch: Dispatch
 ) -> MLState:
     """Split a class that holds two proteins if two others hold one (``core.regroup``), then re-pose the
-    other classes caught between poses related by their near-symmetry (``core.escape``).
+    other classes whose particles scatter over the rotations under which the class looks alike
+    (``core.synchronise``) or that are caught between poses related by their near-symmetry (``core.escape``).
 
     For each class, its particles in their best poses are split by :func:`flip_groups`; if moving one
     group by the class's near-symmetry explains held-out particles better (:func:`turned_proposal`),
@@ -55,6 +61,13 @@ def escape_traps(
     for k, sample in samples.items():
         if regrouped is not None and k in regrouped[:2]:
             continue  # new references: the next check sees their poses
+        change = _synchronised_change(
+            sample, state.references[k], params, setup, seeded_rng(params, state.iteration, 4, k)
+        )
+        if change is not None:
+            references[k] += change
+            escaped.append(k)
+            continue
         proposal = turned_proposal(
             sample.spectra, sample.coverage, (sample.signal, split_band), moves[k], params.ang_deg, sample.rng
         )
@@ -67,6 +80,29 @@ def escape_traps(
     if not escaped and regrouped is None:
         return state
     return replace(state, references=references, escaped_classes=tuple(escaped), converged=False)
+
+
+def _synchronised_change(
+    sample: _Members, reference: NDArray[np.float64], params: MLParams, setup: Setup, rng: np.random.Generator
+) -> NDArray[np.float64] | None:
+    """How the class reference changes when ``SYNC_SAMPLE`` of its sampled particles are turned by
+    :func:`synchronised_corrections` (``None`` if they are not): their average turned less their average
+    as posed."""
+    rows = np.sort(rng.permutation(len(sample.spectra))[:SYNC_SAMPLE])
+    spectra, coverage = sample.spectra[rows], sample.coverage[rows]
+    corrections = synchronised_corrections(spectra, coverage, reference)
+    if corrections is None:
+        return None
+    size = spectra.shape[-2]
+    inside = zero_outside_sphere(sfft.irfftn(spectra, s=(size,) * 3, axes=AXES3))[0]
+    zero = np.zeros(3)
+    turned = [RigidMove(matrix, zero) for matrix in corrections]
+    turned_sums = (
+        np.sum([move.spectra(volume[None])[0] for move, volume in zip(turned, inside, strict=True)], axis=0),
+        np.sum([move.masks(mask[None])[0] for move, mask in zip(turned, coverage, strict=True)], axis=0),
+    )
+    posed_sums = (sfft.rfftn(inside, axes=AXES3).sum(axis=0), coverage.sum(axis=0, dtype=np.float64))
+    return weighted_average(*turned_sums, params, setup) - weighted_average(*posed_sums, params, setup)
 
 
 @dataclass(frozen=True)

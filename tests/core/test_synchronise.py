@@ -1,0 +1,60 @@
+"""Pose synchronisation: one rotation per particle from the rotations between pairs of them."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from napari_mltomo.core.geometry import centred_coordinates
+from napari_mltomo.core.rigid import rotation_angle_deg
+from napari_mltomo.core.sampling import orientation_grid
+from napari_mltomo.core.synchronise import look_alike_rotations, synchronise
+
+
+def _relative_errors_deg(found: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Per pair ``i < j``, the angle between ``O_i O_j^T`` found and true (independent of the gauge)."""
+    found_pairs = found[:, None] @ np.swapaxes(found, -1, -2)[None]
+    true_pairs = true[:, None] @ np.swapaxes(true, -1, -2)[None]
+    angles = rotation_angle_deg(np.swapaxes(found_pairs, -1, -2) @ true_pairs)
+    return angles[np.triu_indices(len(true), 1)]
+
+
+def test_exact_pairs_give_the_rotations_up_to_one_rotation_of_them_all() -> None:
+    true = Rotation.random(12, random_state=3).as_matrix()
+    pairs = true[:, None] @ np.swapaxes(true, -1, -2)[None]
+    found = synchronise(pairs, np.ones((12, 12)) - np.eye(12))
+    np.testing.assert_allclose(np.linalg.det(found), 1.0, atol=1e-9)
+    assert _relative_errors_deg(found, true).max() < 1e-5
+    total = found.sum(axis=0)  # the gauge nearest the identity: no rotation of them all raises the trace
+    np.testing.assert_allclose(total, total.T, atol=1e-9)
+    turns = Rotation.random(50, random_state=7).as_matrix()
+    assert np.all(np.trace(total @ turns, axis1=-2, axis2=-1) <= np.trace(total) + 1e-9)
+
+
+def test_pairs_of_noise_weigh_nothing_and_many_of_them_do_little_harm() -> None:
+    """A third of the pairs replaced by random rotations: weighted 0 they change nothing; weighted as the
+    others, the rotations are still found within a few degrees of each other (a random pair is far from the
+    consistent answer in every direction, so it averages out of the leading eigenvectors)."""
+    n = 30
+    true = Rotation.random(n, random_state=4).as_matrix()
+    pairs = true[:, None] @ np.swapaxes(true, -1, -2)[None]
+    rng = np.random.default_rng(5)
+    noise = np.triu(rng.random((n, n)) < 1 / 3, 1)
+    pairs[noise] = Rotation.random(int(noise.sum()), random_state=6).as_matrix()
+    weights = np.triu(np.ones((n, n)), 1)
+    clean = synchronise(pairs, (weights * ~noise) + (weights * ~noise).T)
+    assert _relative_errors_deg(clean, true).max() < 1e-5
+    everything = synchronise(pairs, weights + weights.T)
+    assert np.median(_relative_errors_deg(everything, true)) < 10.0
+
+
+def test_an_elongated_reference_looks_alike_turned_about_its_long_axis_or_end_over_end() -> None:
+    """A prolate blob along z (a little asymmetric, as proteins are): the look-alike rotations turn z
+    into +-z, and include turns about z by any angle."""
+    x, y, z = centred_coordinates(24).T.reshape(3, 24, 24, 24)
+    blob = np.exp(-(x**2 + y**2) / (2 * 2.5**2) - z**2 / (2 * 6.0**2)) * (1.0 + 0.05 * x / 10)
+    candidates = look_alike_rotations(blob, orientation_grid(15.0).matrices)
+    axes = candidates @ np.array([0.0, 0.0, 1.0])
+    assert np.all(np.abs(axes[:, 2]) > np.cos(np.radians(30.0)))
+    turns = rotation_angle_deg(candidates)
+    assert np.any(turns > 150.0) and np.any((turns > 60.0) & (np.abs(axes[:, 2]) > 0.99))
