@@ -134,7 +134,8 @@ def synchronise(rotations: NDArray[np.float64], weights: NDArray[np.floating]) -
     Returns
     -------
     (n, 3, 3) ndarray
-        Up to one rotation of them all, chosen so that they are on average closest to the identity.
+        Up to one rotation of them all, chosen so that the largest group of them within
+        ``SYNC_AGREE_DEG`` of each other is on average closest to the identity (their frame is kept).
     """
     n = len(rotations)
     upper = np.triu(np.ones((n, n), dtype=bool), 1)[:, :, None, None]
@@ -145,7 +146,9 @@ def synchronise(rotations: NDArray[np.float64], weights: NDArray[np.floating]) -
     if np.mean(np.linalg.det(leading)) < 0:
         leading[:, :, 0] *= -1.0
     found = _nearest_rotations(leading)
-    return found @ _nearest_rotations(found.sum(axis=0)).T
+    near = rotation_angle_deg(found[:, None] @ np.swapaxes(found, -1, -2)[None]) <= SYNC_AGREE_DEG
+    largest = near[np.argmax(near.sum(axis=1))]
+    return found @ _nearest_rotations(found[largest].sum(axis=0)).T
 
 
 def _nearest_rotations(matrices: NDArray[np.float64]) -> NDArray[np.float64]:
