@@ -3,6 +3,7 @@ to re-pose them and the re-posed reference."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import scipy.fft as sfft
 from scipy.spatial.transform import Rotation
 
+import napari_mltomo.core.refine as refine_module
 from napari_mltomo.core.chunks import Dispatch
 from napari_mltomo.core.escape import AlignedClass, flip_groups, signal_weights, turned_proposal
 from napari_mltomo.core.fourier import frequency_radius, shift_phases
@@ -182,6 +184,44 @@ def test_a_run_restarted_between_checks_continues_as_an_uninterrupted_one() -> N
     for again, once in zip(restarted[1:], states[2:], strict=True):
         assert again.escaped_classes == once.escaped_classes
         np.testing.assert_allclose(again.references, once.references, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("changing", "looked"),
+    [
+        (0, [(1, None), (2, None)]),
+        (3, [(1, None), (2, None), (3, (0,)), (4, (0,))]),
+        (9, [(1, None), (2, None), (3, (0,)), (4, (0,)), (5, (0,))]),
+    ],
+)
+def test_a_check_that_changed_a_class_is_followed_by_another_on_that_class(
+    changing: int, looked: list[tuple[int, tuple[int, ...] | None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every class is checked after iterations 1 and 2; then a class the last check changed is checked
+    again after the next iteration, until a check leaves it (never after the last iteration); a run
+    restarted from an iteration whose check changed a class looks at it again."""
+    calls = []
+
+    def check(data, params, setup, state, dispatch, classes=None):
+        calls.append((state.iteration, classes))
+        return replace(state, escaped_classes=(0,), converged=False) if state.iteration <= changing else state
+
+    monkeypatch.setattr(refine_module, "escape_traps", check)
+    data = make_dataset(10, 1, 16, snr=1.0, seed=2).subtomograms()
+    params = MLParams(n_classes=1, max_iter=6, ang_deg=40.0, escape=2, eps=0.0, seed=1)
+    states = [s for s in iter_refine(data, params) if not s.startup_step]
+    assert calls == looked
+    assert [s.converged for s in states[1:] if s.escaped_classes] == [False] * min(changing, 5)
+    if changing < 3:
+        return
+    calls.clear()
+    third = states[3]
+    start = StartModel(
+        third.references, third.fractions, third.sigma_noise, third.sigma_offset_px, 3, exact=True,
+        escaped_classes=third.escaped_classes,
+    )  # fmt: skip
+    list(iter_refine(data, params, start))
+    assert calls == [call for call in looked if call[0] > 3]
 
 
 def _copies_in_frame(phantom: np.ndarray, n: int, seed: int) -> np.ndarray:

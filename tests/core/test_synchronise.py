@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import scipy.fft as sfft
 from scipy.spatial.transform import Rotation
 
-from napari_mltomo.core.geometry import centred_coordinates
+from napari_mltomo.core.geometry import centred_coordinates, rotate_volumes, zero_outside_sphere
+from napari_mltomo.core.phantoms import make_near_symmetric_phantoms
 from napari_mltomo.core.rigid import rotation_angle_deg
 from napari_mltomo.core.sampling import orientation_grid
-from napari_mltomo.core.synchronise import look_alike_rotations, synchronise
+from napari_mltomo.core.synchronise import look_alike_rotations, synchronise, synchronised_corrections
+
+SIZE = 24
 
 
 def _relative_errors_deg(found: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -66,3 +71,37 @@ def test_an_elongated_reference_looks_alike_turned_about_its_long_axis_or_end_ov
     assert np.all(np.abs(axes[:, 2]) > np.cos(np.radians(30.0)))
     turns = rotation_angle_deg(candidates)
     assert np.any(turns > 150.0) and np.any((turns > 60.0) & (np.abs(axes[:, 2]) > 0.99))
+
+
+def _posed_copies(turns: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy copies (SNR 0.5) of a near-2-fold phantom in the reference frame, copy ``i`` turned by
+    ``turns[i]``, as spectra zero outside the ball, with full coverage."""
+    phantom = make_near_symmetric_phantoms(1, SIZE, seed=2)[0][0].astype(np.float64)
+    copies = np.stack([rotate_volumes(phantom, turn) for turn in turns])
+    copies += np.random.default_rng(seed).normal(0.0, np.sqrt(phantom.var() / 0.5), copies.shape)
+    spectra = sfft.rfftn(zero_outside_sphere(copies)[0], axes=(1, 2, 3))
+    return spectra, np.ones(spectra.shape)
+
+
+@pytest.mark.parametrize("trapped", [False, True])
+def test_synchronised_corrections_turn_a_half_turned_class_and_leave_an_aligned_one(trapped: bool) -> None:
+    """Copies within about the angular step of the reference frame are left as posed (their synchronised
+    rotations agree with more pairs, but stay within the agreement angle: turned by them, these copies
+    would only move within the step); with half of them turned by the phantom's near 2-fold, the
+    corrections bring all of them into one frame."""
+    n = 16
+    axis = make_near_symmetric_phantoms(1, SIZE, seed=2)[1][0]
+    jitter = Rotation.from_rotvec(np.random.default_rng(2).normal(0.0, np.radians(10.0), (n, 3))).as_matrix()
+    turns = jitter.copy()
+    if trapped:
+        turns[1::2] = Rotation.from_rotvec(np.pi * axis).as_matrix() @ jitter[1::2]
+    spectra, coverage = _posed_copies(turns, seed=12)
+    reference = np.mean([rotate_volumes(copy, turn.T) for copy, turn in zip(
+        sfft.irfftn(spectra, s=(SIZE,) * 3, axes=(1, 2, 3)), jitter, strict=True)], axis=0)  # fmt: skip
+    corrections = synchronised_corrections(spectra, coverage, reference)
+    if not trapped:
+        assert corrections is None
+        return
+    assert corrections is not None
+    frames = corrections @ turns  # copy i, turned, is the phantom turned by frames[i]
+    assert np.median(_relative_errors_deg(frames, np.broadcast_to(np.eye(3), frames.shape))) < 15.0

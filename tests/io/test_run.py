@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +213,20 @@ def test_read_restart_restores_the_model_exactly(tmp_path: Path, run_states: lis
     assert (model.sigma_noise, model.sigma_offset_px) == (state.sigma_noise, state.sigma_offset_px)
     np.testing.assert_array_equal(model.fractions, state.fractions)
     np.testing.assert_array_equal(model.references, state.references)
+
+
+@pytest.mark.parametrize(("escaped", "regrouped"), [((), None), ((0, 1), None), ((1,), (0, 1, 1))])
+def test_read_restart_restores_what_the_trap_escape_changed(
+    tmp_path: Path,
+    run_states: list[MLState],
+    escaped: tuple[int, ...],
+    regrouped: tuple[int, int, int] | None,
+) -> None:
+    """The next iteration looks again at the classes the last check changed, restarted or not."""
+    state = replace(run_states[-1], escaped_classes=escaped, regrouped=regrouped)
+    _write(tmp_path, state)
+    model = read_restart(tmp_path / "run_it000002_log.xmd").model
+    assert (model.escaped_classes, model.regrouped) == (escaped, regrouped)
 
 
 def test_read_restart_without_the_model_file(tmp_path: Path, run_states: list[MLState]) -> None:

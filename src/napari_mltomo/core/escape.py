@@ -23,7 +23,7 @@ import scipy.fft as sfft
 from numpy.typing import NDArray
 
 from .fourier import AXES3, frequency_radius, fsc, half_grid_weights, shell_index
-from .geometry import zero_outside_sphere
+from .geometry import ball_volumes
 from .rigid import RigidMove, refined_superposition
 
 __all__ = [
@@ -63,8 +63,9 @@ class AlignedClass:
         The matching observed-region masks (fractional at the edges).
     weights : (N, N, N//2+1) ndarray
         How much each component counts when particles are compared (:func:`signal_weights`).
-    move : RigidMove
-        The move that made ``turned``.
+    move : RigidMove or None
+        The move that made ``turned``; None when each particle was turned by its own rotation
+        (:meth:`turn_each`).
     """
 
     spectra: NDArray[np.complexfloating]
@@ -72,7 +73,7 @@ class AlignedClass:
     coverage: NDArray[np.floating]
     turned_coverage: NDArray[np.floating]
     weights: NDArray[np.floating]
-    move: RigidMove
+    move: RigidMove | None
 
     @classmethod
     def turn(
@@ -84,13 +85,30 @@ class AlignedClass:
     ) -> AlignedClass:
         """The particles (zeroed outside the ball, as the moved copies are) and their moved copies,
         compared with ``weights`` (by default :func:`signal_weights` of the particles)."""
-        size = spectra.shape[-2]
         if weights is None:
             weights = signal_weights(spectra, coverage)
-        inside = zero_outside_sphere(sfft.irfftn(spectra, s=(size,) * 3, axes=AXES3))[0]
+        inside = ball_volumes(spectra)
         spectra = sfft.rfftn(inside, axes=AXES3).astype(spectra.dtype)
         turned = move.spectra(inside).astype(spectra.dtype)
         return cls(spectra, turned, coverage, move.masks(coverage), weights, move)
+
+    @classmethod
+    def turn_each(
+        cls,
+        spectra: NDArray[np.complexfloating],
+        coverage: NDArray[np.floating],
+        matrices: NDArray[np.float64],
+        weights: NDArray[np.floating],
+    ) -> AlignedClass:
+        """:meth:`turn` with particle ``i`` turned by ``Rot[matrices[i]]`` about the centre."""
+        inside = ball_volumes(spectra)
+        moves = [RigidMove(matrix, np.zeros(3)) for matrix in matrices]  # one stencil per particle
+        turned = np.concatenate(
+            [move.spectra(volume[None]) for move, volume in zip(moves, inside, strict=True)]
+        )
+        masks = np.concatenate([move.masks(mask[None]) for move, mask in zip(moves, coverage, strict=True)])
+        spectra_inside = sfft.rfftn(inside, axes=AXES3).astype(spectra.dtype)
+        return cls(spectra_inside, turned.astype(spectra.dtype), coverage, masks, weights, None)
 
     @property
     def band(self) -> NDArray[np.bool_]:

@@ -22,6 +22,7 @@ __all__ = [
     "OVERSAMPLING",
     "FourierStencil",
     "backproject",
+    "ball_volumes",
     "centre_phase",
     "euler_to_matrix",
     "flatten_outside_sphere",
@@ -357,6 +358,13 @@ def zero_outside_sphere(
     inside = np.array(volumes, dtype=np.float64, copy=True) - outside_value[..., None, None, None]
     inside[..., outside] = 0.0
     return inside, outside_value
+
+
+def ball_volumes(spectra: NDArray[np.complexfloating]) -> NDArray[np.float64]:
+    """The ``(..., N, N, N)`` volumes of half spectra ``(..., N, N, N//2+1)``, zeroed outside the ball
+    (:func:`zero_outside_sphere`), as rotated copies of them are."""
+    size = spectra.shape[-2]
+    return zero_outside_sphere(sfft.irfftn(spectra, s=(size,) * 3, axes=(-3, -2, -1)))[0]
 
 
 def flatten_outside_sphere(volumes: NDArray[np.floating]) -> NDArray:

@@ -101,9 +101,12 @@ def iter_refine(
         poses = best_poses(state) if state.stats is not None else poses
         stage_data, stage_params = stage_inputs(data, params, stage, poses)
         label = f"iteration {iteration}" + ("" if stage_params is params else f" at {stage.step_deg:g} deg")
+        changed = state.changed_classes
         state = iterate(stage_data, stage_params, setup, state, iteration, dispatch, label)
-        if checking and iteration < min(last, params.istart + ESCAPE_CHECKS):
+        if checking and iteration < last and iteration < params.istart + ESCAPE_CHECKS:
             state = escape_traps(data, params, setup, state, dispatch)
+        elif checking and iteration < last and changed:  # look again at what the last check changed
+            state = escape_traps(data, params, setup, state, dispatch, changed)
         if params.refine_to_deg is not None:
             state = replace(state, stage=stage)
         yield state

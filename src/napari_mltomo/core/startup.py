@@ -116,6 +116,8 @@ def _restored_state(start: StartModel, scale: float) -> MLState:
         converged=start.converged,
         stage=start.stage,
         fsc=start.fsc,
+        escaped_classes=start.escaped_classes,
+        regrouped=start.regrouped,
     )
 
 

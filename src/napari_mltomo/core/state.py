@@ -91,6 +91,8 @@ class StartModel:
     iteration had converged: the run ends with it (or goes on to a finer step with ``--refine_to``).
     ``stage`` is the search that made it and ``poses_deg`` the particles' best orientations, ``(n, 3)``,
     around which a finer step searches, judged against ``fsc``, the model's per-class FSC curves.
+    ``escaped_classes`` and ``regrouped`` are what the trap escape changed after it (see :class:`MLState`),
+    which the next iteration checks again.
     """
 
     references: NDArray[np.float64]
@@ -103,6 +105,8 @@ class StartModel:
     stage: SearchStage | None = None
     poses_deg: NDArray[np.float64] | None = None
     fsc: NDArray[np.float64] | None = None
+    escaped_classes: tuple[int, ...] = ()
+    regrouped: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,12 @@ class MLState:
             merged = f", merged {spare} into {kept}" if kept != spare else ""
             notes.append(f"split class {split} into {split} and {spare}{merged}")
         return f"{'; '.join(notes)} (trap escape)" if notes else ""
+
+    @property
+    def changed_classes(self) -> tuple[int, ...]:
+        """The classes the trap escape gave new references after this iteration (re-posed or split)."""
+        split = () if self.regrouped is None else self.regrouped[:2]
+        return tuple(sorted({*self.escaped_classes, *split}))
 
     def coverage(self) -> NDArray[np.float64] | None:
         """Per class, the observed-region coverage normalised by the class weight, ``(K, N, N, N//2+1)``."""

@@ -19,10 +19,11 @@ from numpy.typing import NDArray
 
 from .fourier import AXES3, frequency_radius
 from .geometry import (
+    centre_phase,
     fourier_stencil,
+    frequency_major,
     oversampled_masks,
     oversampled_spectra,
-    rotate_masks,
     zero_outside_sphere,
 )
 from .rigid import rotation_angle_deg
@@ -53,6 +54,9 @@ SYNC_FIRST_PAIRS = 0.3
 SYNC_AGREE_DEG = 30.0
 #: Rounds of synchronisation on the pairs that agree with the previous round.
 SYNC_ROUNDS = 5
+#: Particles are re-posed only if at least this fraction of the sample turns by more than
+#: ``SYNC_AGREE_DEG`` (an aligned class's particles move within the step).
+SYNC_MIN_MOVED = 0.1
 
 
 def look_alike_rotations(
@@ -105,15 +109,22 @@ def pairwise_rotations(
     radius = frequency_radius(size)
     band = (radius >= SYNC_BAND[0] * size) & (radius <= SYNC_BAND[1] * size)
     posed, observed = spectra[:, band], np.clip(coverage[:, band], 0.0, 1.0)
-    over_spectra = oversampled_spectra(sfft.irfftn(spectra, s=(size,) * 3, axes=AXES3))
-    over_masks = oversampled_masks(np.asarray(coverage, dtype=np.float64))
     n = len(spectra)
+    # spectra and masks (as rotate_masks turns them) in one layout, made once for every candidate
+    columns = frequency_major(
+        np.concatenate(
+            [
+                oversampled_spectra(sfft.irfftn(spectra, s=(size,) * 3, axes=AXES3)),
+                oversampled_masks(np.asarray(coverage, dtype=np.float64)),
+            ]
+        )
+    )
+    mask_phase = centre_phase(size).conj()[band]
     scores = np.full((n, n), -np.inf)
     best = np.zeros((n, n), dtype=np.intp)
     for index, matrix in enumerate(candidates):
-        stencil = fourier_stencil(matrix, size)
-        turned = stencil.apply(over_spectra)[:, band]
-        turned_observed = np.clip(rotate_masks(over_masks, stencil)[:, band], 0.0, 1.0)
+        rotated = fourier_stencil(matrix, size).apply_columns(columns)[:, band]
+        turned, turned_observed = rotated[:n], np.clip((rotated[n:] * mask_phase).real, 0.0, 1.0)
         power = (np.abs(posed) ** 2) @ turned_observed.T * (observed @ (np.abs(turned) ** 2).T)
         correlation = np.real(posed @ turned.conj().T) / np.sqrt(np.maximum(power, 1e-300))
         better = correlation > scores
@@ -172,34 +183,45 @@ def synchronised_corrections(
     reference: NDArray[np.floating],
 ) -> NDArray[np.float64] | None:
     """Rotations that bring a class's particles into one frame, if they agree with more pairs of them
-    than the particles' present poses do.
+    than the present poses do and turn at least ``SYNC_MIN_MOVED`` of them by more than
+    ``SYNC_AGREE_DEG``.
 
     Parameters
     ----------
     spectra, coverage : (n, N, N, N//2+1) ndarray
-        The particles in the reference frame and their observed-region masks.
+        The particles in the reference frame (zero outside the ball,
+        :func:`~napari_mltomo.core.geometry.ball_volumes`) and their observed-region masks.
     reference : (N, N, N) ndarray
         The class reference.
 
     Returns
     -------
     (n, 3, 3) ndarray or None
-        ``C_i``: particle ``i`` in the reference frame should be turned by ``Rot[C_i]``; ``None`` when
-        the present poses agree with as many pairs.
+        ``C_i``: particle ``i`` in the reference frame should be turned by ``Rot[C_i]``.
     """
-    size = spectra.shape[-2]
-    inside = sfft.rfftn(zero_outside_sphere(sfft.irfftn(spectra, s=(size,) * 3, axes=AXES3))[0], axes=AXES3)
     candidates = look_alike_rotations(reference, orientation_grid(SYNC_STEP_DEG).matrices)
-    scores, rotations = pairwise_rotations(inside, coverage, candidates)
+    scores, rotations = pairwise_rotations(spectra, coverage, candidates)
+    found, agree = _synchronised(scores, rotations)
+    moved = np.count_nonzero(rotation_angle_deg(found) > SYNC_AGREE_DEG)
+    present = _agreeing(rotations, np.broadcast_to(np.eye(3), found.shape)).sum()
+    if moved < SYNC_MIN_MOVED * len(found) or agree.sum() <= present:
+        return None
+    return np.swapaxes(found, -1, -2)
+
+
+def _synchronised(
+    scores: NDArray[np.float64], rotations: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """:func:`synchronise` on the best ``SYNC_FIRST_PAIRS`` of the pairs, then ``SYNC_ROUNDS`` times on
+    those that agree with the last answer (weighted by their scores); the rotations, and the pairs
+    that agree with them (:func:`_agreeing`)."""
     upper = np.triu(np.ones(scores.shape, dtype=bool), 1)
     weights = upper & (scores >= np.quantile(scores[upper], 1.0 - SYNC_FIRST_PAIRS))
     for _ in range(SYNC_ROUNDS):
         found = synchronise(rotations, _symmetric(weights))
         agree = _agreeing(rotations, found)
         weights = agree * np.maximum(scores, 0.0)
-    if agree.sum() <= _agreeing(rotations, np.broadcast_to(np.eye(3), found.shape)).sum():
-        return None
-    return np.swapaxes(found, -1, -2)
+    return found, agree
 
 
 def _symmetric(upper: NDArray[np.floating]) -> NDArray[np.float64]:

@@ -4,6 +4,7 @@ particles turned by a class's near-symmetry (``core.rigid``, ``core.escape``).""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import combinations
 
@@ -14,7 +15,7 @@ from numpy.typing import NDArray
 from .chunks import Dispatch, map_chunks
 from .escape import SPLIT_BAND, AlignedClass, fourier_band, signal_weights, turned_proposal
 from .fourier import AXES3
-from .geometry import zero_outside_sphere
+from .geometry import ball_volumes
 from .params import MLParams
 from .regroup import ClassSample, merge_loss, split_gain, split_groups
 from .rigid import RigidMove, near_symmetry, superposition
@@ -26,9 +27,10 @@ from .synchronise import SYNC_SAMPLE, synchronised_corrections
 __all__ = ["ESCAPE_CHECKS", "ESCAPE_MIN_PARTICLES", "ESCAPE_SAMPLE", "escape_traps"]
 
 
-#: Iterations (from the first) after which classes are checked for approximate-symmetry traps: each
-#: check re-poses an aligned class of a few dozen particles about as often as not (its held-out gain is
-#: noise), so checks after every iteration moved aligned classes again until the last.
+#: Iterations (from the first) after which every class is checked for approximate-symmetry traps: the
+#: near-symmetry test re-poses an aligned class of a few dozen particles about as often as not (its
+#: held-out gain is noise), so checking every class after every iteration moved aligned classes again
+#: until the last. Later checks look only at the classes the last one changed (``escape_traps``).
 ESCAPE_CHECKS = 2
 #: Classes with fewer particles than this are not checked.
 ESCAPE_MIN_PARTICLES = 10
@@ -38,20 +40,32 @@ ESCAPE_SAMPLE = 200
 
 
 def escape_traps(
-    data: SubtomogramSet, params: MLParams, setup: Setup, state: MLState, dispatch: Dispatch
+    data: SubtomogramSet,
+    params: MLParams,
+    setup: Setup,
+    state: MLState,
+    dispatch: Dispatch,
+    classes: Sequence[int] | None = None,
 ) -> MLState:
     """Split a class that holds two proteins if two others hold one (``core.regroup``), then re-pose the
     other classes whose particles scatter over the rotations under which the class looks alike
     (``core.synchronise``) or that are caught between poses related by their near-symmetry (``core.escape``).
 
-    For each class, its particles in their best poses are split by :func:`flip_groups`; if moving one
-    group by the class's near-symmetry explains held-out particles better (:func:`turned_proposal`),
-    the reference changes by the difference between the sample's average with that group moved and
-    without (the rest of the reference, the M-step's, is kept). Particles are compared on their class's
-    :func:`signal_weights` and, if that proposes nothing, on the band from ``SPLIT_BAND`` to Nyquist.
+    Every class of at least ``ESCAPE_MIN_PARTICLES`` is sampled in its particles' best poses. A split
+    (:func:`_regroup`) gives two classes new references, which the next check sees in their new poses.
+    Each other class is first re-posed from its particles' pairwise alignments
+    (:func:`_synchronised_proposal`); if that changes nothing, from the class's near-symmetry: if moving
+    one group of its particles by it explains held-out particles better (:func:`turned_proposal`, on the
+    class's :func:`signal_weights`, then on the band from ``SPLIT_BAND`` to Nyquist). Either way the
+    reference changes by the sample's average turned less its average as posed (the rest of the
+    reference, the M-step's, is kept), and the returned state is not converged.
+
+    With ``classes`` (a second look at what the last check changed), only those classes are checked,
+    and only by the pairwise alignments: the near-symmetry test's held-out gain is noise on an aligned
+    class of a few dozen particles, so it would turn one about as often as not.
     """
-    samples = _class_samples(data, params, setup, state, dispatch)
-    regrouped = _regroup(state, samples, params)
+    samples = _class_samples(data, params, setup, state, dispatch, classes)
+    regrouped = _regroup(state, samples, params) if classes is None else None
     if regrouped is not None:
         state = _apply_regroup(state, samples, regrouped, params, setup)
     moves = near_symmetry(state.references, state.grid.matrices, params.ang_deg)
@@ -61,16 +75,18 @@ def escape_traps(
     for k, sample in samples.items():
         if regrouped is not None and k in regrouped[:2]:
             continue  # new references: the next check sees their poses
-        change = _synchronised_change(
-            sample, state.references[k], params, setup, seeded_rng(params, state.iteration, 4, k)
+        proposal = _synchronised_proposal(
+            sample, state.references[k], seeded_rng(params, state.iteration, 4, k)
         )
-        if change is not None:
-            references[k] += change
-            escaped.append(k)
-            continue
-        proposal = turned_proposal(
-            sample.spectra, sample.coverage, (sample.signal, split_band), moves[k], params.ang_deg, sample.rng
-        )
+        if proposal is None and classes is None:
+            proposal = turned_proposal(
+                sample.spectra,
+                sample.coverage,
+                (sample.signal, split_band),
+                moves[k],
+                params.ang_deg,
+                sample.rng,
+            )
         if proposal is not None:
             flipped, aligned = proposal
             references[k] += weighted_average(*aligned.sums(flipped), params, setup) - weighted_average(
@@ -82,27 +98,20 @@ def escape_traps(
     return replace(state, references=references, escaped_classes=tuple(escaped), converged=False)
 
 
-def _synchronised_change(
-    sample: _Members, reference: NDArray[np.float64], params: MLParams, setup: Setup, rng: np.random.Generator
-) -> NDArray[np.float64] | None:
-    """How the class reference changes when ``SYNC_SAMPLE`` of its sampled particles are turned by
-    :func:`synchronised_corrections` (``None`` if they are not): their average turned less their average
-    as posed."""
+def _synchronised_proposal(
+    sample: _Members, reference: NDArray[np.float64], rng: np.random.Generator
+) -> tuple[NDArray[np.bool_], AlignedClass] | None:
+    """``SYNC_SAMPLE`` of the sampled particles, each turned by :func:`synchronised_corrections` (all
+    of them ``flipped``), or None."""
     rows = np.sort(rng.permutation(len(sample.spectra))[:SYNC_SAMPLE])
     spectra, coverage = sample.spectra[rows], sample.coverage[rows]
-    corrections = synchronised_corrections(spectra, coverage, reference)
+    posed = sfft.rfftn(ball_volumes(spectra), axes=AXES3)
+    corrections = synchronised_corrections(posed, coverage, reference)
     if corrections is None:
         return None
-    size = spectra.shape[-2]
-    inside = zero_outside_sphere(sfft.irfftn(spectra, s=(size,) * 3, axes=AXES3))[0]
-    zero = np.zeros(3)
-    turned = [RigidMove(matrix, zero) for matrix in corrections]
-    turned_sums = (
-        np.sum([move.spectra(volume[None])[0] for move, volume in zip(turned, inside, strict=True)], axis=0),
-        np.sum([move.masks(mask[None])[0] for move, mask in zip(turned, coverage, strict=True)], axis=0),
+    return np.ones(len(rows), dtype=bool), AlignedClass.turn_each(
+        spectra, coverage, corrections, sample.signal
     )
-    posed_sums = (sfft.rfftn(inside, axes=AXES3).sum(axis=0), coverage.sum(axis=0, dtype=np.float64))
-    return weighted_average(*turned_sums, params, setup) - weighted_average(*posed_sums, params, setup)
 
 
 @dataclass(frozen=True)
@@ -129,13 +138,18 @@ class _Members:
 
 
 def _class_samples(
-    data: SubtomogramSet, params: MLParams, setup: Setup, state: MLState, dispatch: Dispatch
+    data: SubtomogramSet,
+    params: MLParams,
+    setup: Setup,
+    state: MLState,
+    dispatch: Dispatch,
+    classes: Sequence[int] | None,
 ) -> dict[int, _Members]:
-    """The :class:`_Members` of every class of at least ``ESCAPE_MIN_PARTICLES``."""
+    """The :class:`_Members` of every class (or of ``classes``) of at least ``ESCAPE_MIN_PARTICLES``."""
     particles = state.stats.particles
     poses = state.grid.matrices[particles.orientations]
     samples = {}
-    for k in range(state.n_classes):
+    for k in range(state.n_classes) if classes is None else classes:
         rng = seeded_rng(params, state.iteration, 3, k)
         members = np.flatnonzero(particles.classes == k)
         if len(members) < ESCAPE_MIN_PARTICLES:

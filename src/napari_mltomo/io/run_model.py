@@ -1,5 +1,6 @@
 """A run's exact model files, ``<root>_itNNNNNN_model.npz``: what a restart needs to continue from a state
-bit for bit (references, fractions and sigmas in float64, and the search stage of ``--refine_to``)."""
+bit for bit (references, fractions and sigmas in float64, what the trap escape changed last, and the search
+stage of ``--refine_to``)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ def write_model(path: Path, state: MLState) -> Path:
             sigma_noise=state.sigma_noise,
             sigma_offset_px=state.sigma_offset_px,
             converged=state.converged,
+            escaped_classes=np.array(state.escaped_classes, dtype=np.int64),
+            regrouped=np.array(state.regrouped or (), dtype=np.int64),
             **stage,
         )
     return path
@@ -61,6 +64,16 @@ def read_model(path: Path, iteration: int) -> StartModel:
                 stage=stage,
                 poses_deg=saved.get("poses_deg"),
                 fsc=saved.get("fsc"),
+                escaped_classes=tuple(int(k) for k in saved.get("escaped_classes", ())),
+                regrouped=_classes_or_none(saved.get("regrouped")),
             )
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise MetadataError(path, f"not an ml_tomo model file ({error})") from None
+
+
+def _classes_or_none(saved: np.ndarray | None) -> tuple[int, int, int] | None:
+    """``(split, spare, kept)`` as :func:`write_model` saved it, or None (saved empty, or not saved)."""
+    if saved is None or saved.size != 3:
+        return None
+    split, spare, kept = (int(k) for k in saved)
+    return split, spare, kept
