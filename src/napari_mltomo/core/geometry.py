@@ -28,6 +28,7 @@ __all__ = [
     "flatten_outside_sphere",
     "fourier_stencil",
     "frequency_major",
+    "masks_of_rotated",
     "matrix_to_euler",
     "oversampled_masks",
     "oversampled_shape",
@@ -312,7 +313,13 @@ def oversampled_masks(masks: NDArray[np.floating]) -> NDArray[np.complexfloating
 def rotate_masks(oversampled: NDArray[np.complexfloating], stencil: FourierStencil) -> NDArray[np.float64]:
     """Rotated Fourier masks ``(..., N, N, N//2+1)`` from :func:`oversampled_masks` output (real,
     fractional at the edges)."""
-    return (stencil.apply(oversampled) * centre_phase(stencil.size).conj()).real.astype(np.float64)
+    return masks_of_rotated(stencil.apply(oversampled))
+
+
+def masks_of_rotated(rotated: NDArray[np.complexfloating]) -> NDArray[np.float64]:
+    """The Fourier masks ``(..., N, N, N//2+1)`` that a stencil's output stands for, when its input was
+    :func:`oversampled_masks` output (:func:`rotate_masks` without the stencil)."""
+    return (rotated * centre_phase(rotated.shape[-2]).conj()).real.astype(np.float64)
 
 
 def rotate_volumes(volumes: NDArray[np.floating], matrix: ArrayLike) -> NDArray[np.float64]:

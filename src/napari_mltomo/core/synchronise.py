@@ -19,9 +19,9 @@ from numpy.typing import NDArray
 
 from .fourier import AXES3, frequency_radius
 from .geometry import (
-    centre_phase,
     fourier_stencil,
     frequency_major,
+    masks_of_rotated,
     oversampled_masks,
     oversampled_spectra,
     zero_outside_sphere,
@@ -110,7 +110,7 @@ def pairwise_rotations(
     band = (radius >= SYNC_BAND[0] * size) & (radius <= SYNC_BAND[1] * size)
     posed, observed = spectra[:, band], np.clip(coverage[:, band], 0.0, 1.0)
     n = len(spectra)
-    # spectra and masks (as rotate_masks turns them) in one layout, made once for every candidate
+    # spectra and masks in one layout, made once for every candidate
     columns = frequency_major(
         np.concatenate(
             [
@@ -119,12 +119,11 @@ def pairwise_rotations(
             ]
         )
     )
-    mask_phase = centre_phase(size).conj()[band]
     scores = np.full((n, n), -np.inf)
     best = np.zeros((n, n), dtype=np.intp)
     for index, matrix in enumerate(candidates):
-        rotated = fourier_stencil(matrix, size).apply_columns(columns)[:, band]
-        turned, turned_observed = rotated[:n], np.clip((rotated[n:] * mask_phase).real, 0.0, 1.0)
+        rotated = fourier_stencil(matrix, size).apply_columns(columns)
+        turned, turned_observed = rotated[:n, band], np.clip(masks_of_rotated(rotated[n:])[:, band], 0.0, 1.0)
         power = (np.abs(posed) ** 2) @ turned_observed.T * (observed @ (np.abs(turned) ** 2).T)
         correlation = np.real(posed @ turned.conj().T) / np.sqrt(np.maximum(power, 1e-300))
         better = correlation > scores
